@@ -1,0 +1,20 @@
+//! wghook: a WireGuard event daemon.
+//!
+//! Data flows one way: **backend -> snapshot -> tracker -> events -> sender**.
+//! - [`backend`] reads interfaces (kernel netlink, userspace UAPI, simulated) into a [`model::Snapshot`].
+//! - [`tracker`] is a pure function `(state, snapshot, now, settings) -> (state, events)`.
+//! - [`event`] holds the derived [`event::Event`] and its JSON in each wire format.
+//! - [`delivery`] sends events to webhooks.
+//! - [`config`] turns one YAML file into a validated [`config::Config`].
+//! - [`daemon`] wires it together: poll loop, signals, shutdown.
+//!
+//! Nothing inside the tracker or the parsers reads the clock: time is an argument.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod event;
+pub mod model;
+pub mod tracker;
