@@ -11,10 +11,11 @@
 //! Nothing inside the tracker or the parsers reads the clock: time is an argument.
 
 pub mod backend;
-pub mod cli;
+// GATED pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod delivery;
+// GATED pub mod daemon;
+// GATED pub mod delivery;
+// GATED pub mod demo;
 pub mod event;
 pub mod model;
 pub mod tracker;

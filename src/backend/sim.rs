@@ -1,1 +1,548 @@
-//! (being written)
+//! The simulated backend: a scripted WireGuard host for the demo and tests.
+//!
+//! A [`Scenario`] is a list of steps, each at an offset from the scenario's
+//! start (the `now` of the first poll). Every poll applies the steps that are
+//! due and returns the resulting host. Invariants: steps apply in file order
+//! for equal offsets; a step naming an unknown interface or peer is an error
+//! when the scenario is loaded, never at poll time.
+//!
+//! ```yaml
+//! steps:
+//!   - at: 0s
+//!     add_interface: { name: wg0, listen_port: 51820 }
+//!   - at: 0s
+//!     add_peer: { interface: wg0, peer: alice, allowed_ips: [10.8.0.2/32] }
+//!   - at: 20s
+//!     handshake: { interface: wg0, peer: alice, endpoint: "198.51.100.7:51820" }
+//!   - at: 20s
+//!     traffic: { interface: wg0, peer: alice, rx: 1860, tx: 10824 }
+//! ```
+//!
+//! Peers are named; a name that is not a base64 key gets a key derived from
+//! the name, so scenarios stay readable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{Backend, InterfaceFilter, PollFuture};
+use crate::model::{DriverKind, Interface, Peer, PublicKey, Snapshot};
+
+/// A whole scenario.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub steps: Vec<Step>,
+}
+
+/// One scripted change, due `at` after the scenario started.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    #[serde(deserialize_with = "de_offset")]
+    pub at: TimeDelta,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    AddInterface {
+        name: String,
+        #[serde(default)]
+        listen_port: u16,
+        #[serde(default)]
+        fwmark: u32,
+        /// Base64 key or a name to derive one from; defaults to the interface name.
+        #[serde(default)]
+        public_key: Option<String>,
+    },
+    RemoveInterface {
+        name: String,
+    },
+    /// Changes the interface's listen port.
+    SetListenPort {
+        name: String,
+        listen_port: u16,
+    },
+    AddPeer {
+        interface: String,
+        peer: String,
+        #[serde(default)]
+        allowed_ips: Vec<IpNet>,
+        #[serde(default)]
+        endpoint: Option<SocketAddr>,
+        #[serde(default)]
+        persistent_keepalive: u16,
+        #[serde(default)]
+        preshared_key: bool,
+    },
+    RemovePeer {
+        interface: String,
+        peer: String,
+    },
+    SetAllowedIps {
+        interface: String,
+        peer: String,
+        allowed_ips: Vec<IpNet>,
+    },
+    /// A handshake completes now (optionally from a new endpoint).
+    Handshake {
+        interface: String,
+        peer: String,
+        #[serde(default)]
+        endpoint: Option<SocketAddr>,
+    },
+    /// Bytes flow: counters grow by `rx` and `tx`.
+    Traffic {
+        interface: String,
+        peer: String,
+        #[serde(default)]
+        rx: u64,
+        #[serde(default)]
+        tx: u64,
+    },
+    /// The peer's endpoint changes without a handshake.
+    Roam {
+        interface: String,
+        peer: String,
+        endpoint: SocketAddr,
+    },
+    /// Counters and handshake go back to zero, as when a peer is re-added.
+    ResetCounters {
+        interface: String,
+        peer: String,
+    },
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scenario {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("scenario {path}: step {index} (at {at}s): {message}")]
+    Step {
+        path: String,
+        index: usize,
+        at: i64,
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks scenario text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario =
+            serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
+                path: origin.to_string(),
+                message: e.to_string(),
+            })?;
+        scenario.check(origin)?;
+        Ok(scenario)
+    }
+
+    /// The offset of the last step: the scenario has nothing more to say after it.
+    pub fn duration(&self) -> TimeDelta {
+        self.steps.iter().map(|s| s.at).max().unwrap_or_default()
+    }
+
+    /// Replays the steps on an empty host so that every reference is known
+    /// to resolve before any poll happens.
+    fn check(&self, origin: &str) -> Result<(), ScenarioError> {
+        let mut host = Host::default();
+        let mut order: Vec<&Step> = self.steps.iter().collect();
+        order.sort_by_key(|s| s.at);
+        for step in order {
+            let index = self
+                .steps
+                .iter()
+                .position(|s| std::ptr::eq(s, step))
+                .unwrap_or(0);
+            host.apply(&step.action, DateTime::<Utc>::UNIX_EPOCH)
+                .map_err(|message| ScenarioError::Step {
+                    path: origin.to_string(),
+                    index: index + 1,
+                    at: step.at.num_seconds(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses offsets such as `90s`, `2m`, `1h30m`, `500ms` or a bare number of seconds.
+fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(TimeDelta::seconds(s as i64)),
+        Raw::Text(t) => parse_offset(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid offset {t:?} (use e.g. 30s, 2m, 1h30m)"))
+        }),
+    }
+}
+
+/// `1h30m`, `45s`, `250ms`: a run of number+unit pairs.
+pub fn parse_offset(text: &str) -> Option<TimeDelta> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = rest.parse::<u64>() {
+        return Some(TimeDelta::seconds(secs as i64));
+    }
+    let mut total = TimeDelta::zero();
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => TimeDelta::milliseconds(n),
+            "s" => TimeDelta::seconds(n),
+            "m" => TimeDelta::minutes(n),
+            "h" => TimeDelta::hours(n),
+            "d" => TimeDelta::days(n),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+/// A key for a scenario peer: the key itself if it is one, else derived from the name.
+pub fn key_for(name: &str) -> PublicKey {
+    if let Ok(key) = PublicKey::from_base64(name) {
+        return key;
+    }
+    // FNV-1a over the name, stretched to 32 bytes: stable across runs and platforms.
+    let mut out = [0u8; 32];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (chunk, slot) in out.chunks_mut(8).enumerate() {
+        for b in name.bytes().chain([chunk as u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        slot.copy_from_slice(&h.to_le_bytes());
+    }
+    PublicKey(out)
+}
+
+/// The simulated host's current state.
+#[derive(Debug, Default, Clone)]
+struct Host {
+    interfaces: BTreeMap<String, Interface>,
+}
+
+impl Host {
+    fn peer_mut(&mut self, interface: &str, peer: &str) -> Result<&mut Peer, String> {
+        let key = key_for(peer);
+        let iface = self
+            .interfaces
+            .get_mut(interface)
+            .ok_or_else(|| format!("no interface {interface:?}"))?;
+        iface
+            .peers
+            .iter_mut()
+            .find(|p| p.public_key == key)
+            .ok_or_else(|| format!("no peer {peer:?} on {interface}"))
+    }
+
+    fn apply(&mut self, action: &Action, now: DateTime<Utc>) -> Result<(), String> {
+        match action {
+            Action::AddInterface {
+                name,
+                listen_port,
+                fwmark,
+                public_key,
+            } => {
+                if self.interfaces.contains_key(name) {
+                    return Err(format!("interface {name:?} already exists"));
+                }
+                let key = key_for(public_key.as_deref().unwrap_or(name));
+                self.interfaces.insert(
+                    name.clone(),
+                    Interface {
+                        name: name.clone(),
+                        public_key: Some(key),
+                        listen_port: *listen_port,
+                        fwmark: *fwmark,
+                        driver: DriverKind::Userspace,
+                        ..Interface::default()
+                    },
+                );
+            }
+            Action::RemoveInterface { name } => {
+                self.interfaces
+                    .remove(name)
+                    .ok_or_else(|| format!("no interface {name:?}"))?;
+            }
+            Action::SetListenPort { name, listen_port } => {
+                self.interfaces
+                    .get_mut(name)
+                    .ok_or_else(|| format!("no interface {name:?}"))?
+                    .listen_port = *listen_port;
+            }
+            Action::AddPeer {
+                interface,
+                peer,
+                allowed_ips,
+                endpoint,
+                persistent_keepalive,
+                preshared_key,
+            } => {
+                let key = key_for(peer);
+                let iface = self
+                    .interfaces
+                    .get_mut(interface)
+                    .ok_or_else(|| format!("no interface {interface:?}"))?;
+                if iface.peers.iter().any(|p| p.public_key == key) {
+                    return Err(format!("peer {peer:?} already on {interface}"));
+                }
+                iface.peers.push(Peer {
+                    public_key: key,
+                    endpoint: *endpoint,
+                    allowed_ips: allowed_ips.clone(),
+                    persistent_keepalive: *persistent_keepalive,
+                    has_preshared_key: *preshared_key,
+                    ..Peer::default()
+                });
+            }
+            Action::RemovePeer { interface, peer } => {
+                let key = key_for(peer);
+                let iface = self
+                    .interfaces
+                    .get_mut(interface)
+                    .ok_or_else(|| format!("no interface {interface:?}"))?;
+                let before = iface.peers.len();
+                iface.peers.retain(|p| p.public_key != key);
+                if iface.peers.len() == before {
+                    return Err(format!("no peer {peer:?} on {interface}"));
+                }
+            }
+            Action::SetAllowedIps {
+                interface,
+                peer,
+                allowed_ips,
+            } => self.peer_mut(interface, peer)?.allowed_ips = allowed_ips.clone(),
+            Action::Handshake {
+                interface,
+                peer,
+                endpoint,
+            } => {
+                let p = self.peer_mut(interface, peer)?;
+                p.last_handshake = Some(now);
+                if endpoint.is_some() {
+                    p.endpoint = *endpoint;
+                }
+            }
+            Action::Traffic {
+                interface,
+                peer,
+                rx,
+                tx,
+            } => {
+                let p = self.peer_mut(interface, peer)?;
+                p.rx_bytes = p.rx_bytes.saturating_add(*rx);
+                p.tx_bytes = p.tx_bytes.saturating_add(*tx);
+            }
+            Action::Roam {
+                interface,
+                peer,
+                endpoint,
+            } => self.peer_mut(interface, peer)?.endpoint = Some(*endpoint),
+            Action::ResetCounters { interface, peer } => {
+                let p = self.peer_mut(interface, peer)?;
+                p.rx_bytes = 0;
+                p.tx_bytes = 0;
+                p.last_handshake = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Plays a [`Scenario`] against the poll clock.
+#[derive(Debug)]
+pub struct SimBackend {
+    steps: Vec<Step>,
+    next: usize,
+    start: Option<DateTime<Utc>>,
+    host: Host,
+}
+
+impl SimBackend {
+    pub fn new(scenario: Scenario) -> Self {
+        let mut steps = scenario.steps;
+        // Stable: equal offsets keep file order.
+        steps.sort_by_key(|s| s.at);
+        Self {
+            steps,
+            next: 0,
+            start: None,
+            host: Host::default(),
+        }
+    }
+
+    /// True once every step has been applied.
+    pub fn finished(&self) -> bool {
+        self.next >= self.steps.len()
+    }
+
+    /// Applies due steps and returns the host as it is at `now`.
+    pub fn snapshot_at(&mut self, now: DateTime<Utc>, filter: &InterfaceFilter) -> Snapshot {
+        let start = *self.start.get_or_insert(now);
+        while let Some(step) = self.steps.get(self.next) {
+            let due = start + step.at;
+            if due > now {
+                break;
+            }
+            // References were checked at load time; a failure here would be a
+            // bug in `check`, so log it rather than stop the demo.
+            if let Err(e) = self.host.apply(&step.action, due) {
+                tracing::warn!(step = self.next + 1, error = %e, "scenario step skipped");
+            }
+            self.next += 1;
+        }
+        let mut snapshot = Snapshot {
+            interfaces: self
+                .host
+                .interfaces
+                .values()
+                .filter(|i| filter.allows(&i.name))
+                .cloned()
+                .collect(),
+            unreadable: Vec::new(),
+        };
+        snapshot.normalize();
+        snapshot
+    }
+}
+
+impl Backend for SimBackend {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
+
+    fn poll<'a>(&'a mut self, now: DateTime<Utc>, filter: &'a InterfaceFilter) -> PollFuture<'a> {
+        let snapshot = self.snapshot_at(now, filter);
+        Box::pin(async move { Ok(snapshot) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+steps:
+  - at: 0s
+    add_interface: { name: wg0, listen_port: 51820 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice, allowed_ips: [10.8.0.2/32], persistent_keepalive: 25 }
+  - at: 20s
+    handshake: { interface: wg0, peer: alice, endpoint: "198.51.100.7:51820" }
+  - at: 20s
+    traffic: { interface: wg0, peer: alice, rx: 100, tx: 200 }
+  - at: 1m
+    roam: { interface: wg0, peer: alice, endpoint: "203.0.113.9:4000" }
+  - at: 2m
+    remove_peer: { interface: wg0, peer: alice }
+"#;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_750_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn steps_apply_when_due_against_the_first_poll() {
+        let mut sim = SimBackend::new(Scenario::parse(TEXT, "test").unwrap());
+        let all = InterfaceFilter::default();
+        let s0 = sim.snapshot_at(t(0), &all);
+        assert_eq!(s0.interfaces.len(), 1);
+        let alice = &s0.interfaces[0].peers[0];
+        assert_eq!(alice.public_key, key_for("alice"));
+        assert_eq!(alice.last_handshake, None);
+        assert_eq!(alice.persistent_keepalive, 25);
+
+        let s1 = sim.snapshot_at(t(30), &all);
+        let alice = &s1.interfaces[0].peers[0];
+        assert_eq!(alice.last_handshake, Some(t(20)), "handshake at its due time");
+        assert_eq!((alice.rx_bytes, alice.tx_bytes), (100, 200));
+        assert_eq!(alice.endpoint, Some("198.51.100.7:51820".parse().unwrap()));
+
+        let s2 = sim.snapshot_at(t(60), &all);
+        assert_eq!(
+            s2.interfaces[0].peers[0].endpoint,
+            Some("203.0.113.9:4000".parse().unwrap())
+        );
+        assert!(!sim.finished());
+        let s3 = sim.snapshot_at(t(120), &all);
+        assert!(s3.interfaces[0].peers.is_empty());
+        assert!(sim.finished());
+    }
+
+    #[test]
+    fn filter_hides_interfaces() {
+        let mut sim = SimBackend::new(Scenario::parse(TEXT, "test").unwrap());
+        let none = InterfaceFilter {
+            include: vec![],
+            exclude: vec!["wg*".into()],
+        };
+        assert!(sim.snapshot_at(t(0), &none).interfaces.is_empty());
+    }
+
+    #[test]
+    fn unknown_peer_is_rejected_at_load_with_step_number() {
+        let text = "steps:\n  - at: 5s\n    handshake: { interface: wg0, peer: bob }\n";
+        let err = Scenario::parse(text, "s.yaml").unwrap_err().to_string();
+        assert_eq!(err, "scenario s.yaml: step 1 (at 5s): no interface \"wg0\"");
+    }
+
+    #[test]
+    fn offsets_parse_in_every_unit() {
+        assert_eq!(parse_offset("90"), Some(TimeDelta::seconds(90)));
+        assert_eq!(parse_offset("1h30m"), Some(TimeDelta::minutes(90)));
+        assert_eq!(parse_offset("250ms"), Some(TimeDelta::milliseconds(250)));
+        assert_eq!(parse_offset("5x"), None);
+        assert_eq!(parse_offset("m"), None);
+        assert_eq!(parse_offset(""), None);
+    }
+
+    #[test]
+    fn derived_keys_are_stable_and_distinct() {
+        assert_eq!(key_for("alice"), key_for("alice"));
+        assert_ne!(key_for("alice"), key_for("bob"));
+        let real = "Fb5TaziAs1WrPBjC/MFbWsIelVXvi0hDKZ3YQM9wmU8=";
+        assert_eq!(key_for(real).to_base64(), real);
+    }
+}

@@ -1,0 +1,160 @@
+//! The whole pipeline on the simulated backend, delivering over real HTTP to
+//! a receiver on 127.0.0.1: every event kind arrives with the right headers
+//! and body, in order.
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use wghook::backend::sim::{key_for, Scenario, SimBackend};
+use wghook::config;
+use wghook::daemon::{self, Clock, RunOptions};
+
+use crate::util::receiver::Receiver;
+
+const SCENARIO: &str = r#"
+steps:
+  - at: 0s
+    add_interface: { name: wg0, listen_port: 51820 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice, allowed_ips: [10.8.0.2/32] }
+  - at: 10s
+    handshake: { interface: wg0, peer: alice, endpoint: "198.51.100.7:51820" }
+  - at: 10s
+    traffic: { interface: wg0, peer: alice, rx: 1860, tx: 10824 }
+  - at: 20s
+    add_peer: { interface: wg0, peer: bob, allowed_ips: [10.8.0.3/32] }
+  - at: 30s
+    set_allowed_ips: { interface: wg0, peer: bob, allowed_ips: [10.8.0.3/32, 10.9.0.0/24] }
+  - at: 40s
+    set_listen_port: { name: wg0, listen_port: 51900 }
+  - at: 50s
+    remove_peer: { interface: wg0, peer: bob }
+  - at: 300s
+    remove_interface: { name: wg0 }
+"#;
+
+fn start_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+async fn run_scenario(receiver: &Receiver, scenario: &str, extra_monitor: &str, polls: u64) {
+    let text = format!(
+        "webhook:\n  url: {}\n  secret: \"Basic dXNlcm5hbWU6cGFzc3dvcmQ=\"\n\
+         monitor:\n  interval: 20ms\n  backend: userspace\n  host: test-host\n{extra_monitor}",
+        receiver.url
+    );
+    let cfg = config::parse_str(&text, Path::new("test.yaml")).unwrap();
+    let sim = SimBackend::new(Scenario::parse(scenario, "test").unwrap());
+    let options = RunOptions {
+        clock: Clock::Virtual {
+            start: start_time(),
+            step: TimeDelta::seconds(10),
+        },
+        max_polls: Some(polls),
+    };
+    daemon::run_with_backend(cfg, Box::new(sim), options, std::future::pending())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_event_kind_arrives_in_order_with_headers_and_body() {
+    let receiver = Receiver::start().await;
+    // Polls every 10 s of virtual time from 0 s to 350 s. alice's only
+    // handshake is at 10 s, so she disconnects once it is 180 s old, before
+    // the interface goes at 300 s.
+    run_scenario(&receiver, SCENARIO, "  announce_on_start: all\n", 36).await;
+    let got = receiver.requests();
+    let kinds: Vec<String> = got.iter().map(|r| r.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "interface.create", // first poll, announce all
+            "peer.create",      // alice
+            "peer.connect",     // alice handshakes at 10s
+            "peer.create",      // bob added at 20s
+            "peer.update",      // bob's allowed IPs at 30s
+            "interface.update", // listen port at 40s
+            "peer.delete",      // bob removed at 50s
+            "peer.disconnect",  // alice: 10s + 180s threshold passes
+            "peer.delete",      // interface removed at 300s: its peers...
+            "interface.delete", // ...then the interface
+        ]
+    );
+    let alice = key_for("alice").to_base64();
+    let bob = key_for("bob").to_base64();
+    let ids: Vec<String> = got.iter().map(|r| r.identifier()).collect();
+    assert_eq!(
+        ids,
+        ["wg0", &alice, &alice, &bob, &bob, "wg0", &bob, &alice, &alice, "wg0"]
+    );
+
+    let mut seen_ids = std::collections::HashSet::new();
+    for r in &got {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.path, "/hook");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(
+            r.header("authorization"),
+            Some("Basic dXNlcm5hbWU6cGFzc3dvcmQ="),
+            "secret sent verbatim"
+        );
+        assert_eq!(
+            r.header("user-agent"),
+            Some(format!("wghook/{}", env!("CARGO_PKG_VERSION")).as_str())
+        );
+        let id = r.header("webhook-id").expect("webhook-id");
+        assert!(seen_ids.insert(id.to_string()), "ids are unique");
+        let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
+        assert!((Utc::now().timestamp() - ts).abs() < 60, "timestamp is the attempt's wall clock");
+    }
+
+    let connect = got[2].json();
+    let p = &connect["payload"];
+    assert_eq!(p["PeerId"], alice.as_str());
+    assert_eq!(p["IsConnected"], true);
+    assert_eq!(p["BytesReceived"], 1860);
+    assert_eq!(p["BytesTransmitted"], 10824);
+    assert_eq!(p["Endpoint"], "198.51.100.7:51820");
+    assert_eq!(p["LastHandshake"], p["LastSessionStart"]);
+
+    let update = got[4].json();
+    assert_eq!(update["payload"]["AllowedIPsStr"], "10.8.0.3/32,10.9.0.0/24");
+    assert_eq!(got[5].json()["payload"]["ListenPort"], 51900);
+    let disconnect = got[7].json();
+    assert_eq!(disconnect["payload"]["IsConnected"], false);
+}
+
+#[tokio::test]
+async fn first_start_announces_only_connected_peers_by_default() {
+    let receiver = Receiver::start().await;
+    // alice is connected at the first poll, bob is present but never connected.
+    let scenario = r#"
+steps:
+  - at: 0s
+    add_interface: { name: wg0 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+  - at: 0s
+    add_peer: { interface: wg0, peer: bob }
+"#;
+    run_scenario(&receiver, scenario, "", 2).await;
+    let got = receiver.requests();
+    let kinds: Vec<String> = got.iter().map(|r| r.kind()).collect();
+    assert_eq!(kinds, ["peer.connect"]);
+    assert_eq!(got[0].identifier(), key_for("alice").to_base64());
+}
+
+#[tokio::test]
+async fn a_failing_receiver_does_not_stop_later_events() {
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500);
+    run_scenario(&receiver, SCENARIO, "  announce_on_start: all\n", 2).await;
+    // Every event was attempted even though each attempt failed.
+    let kinds: Vec<String> = receiver.requests().iter().map(|r| r.kind()).collect();
+    assert_eq!(kinds, ["interface.create", "peer.create", "peer.connect"]);
+}
