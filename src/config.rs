@@ -1,1 +1,1922 @@
-//! (being written)
+//! The configuration: one YAML file turned into a validated [`Config`].
+//!
+//! Two stages. First the text is parsed into a small tree of scalars, lists
+//! and mappings that remembers the line of every node (YAML syntax errors stop
+//! here: nothing after a syntax error can be trusted). Then that tree is
+//! walked once, key by key, into the typed [`Config`]; every problem found on
+//! the way (unknown key, wrong type, bad duration or URL, unset environment
+//! variable, conflicting aliases, ...) is recorded and the walk goes on, so
+//! one run of `wghook check` reports **all** of them, each as
+//! `FILE:LINE: KEY: MESSAGE`.
+//!
+//! Invariants:
+//! - A [`Config`] exists only if there was no error at all.
+//! - `${VAR}` in a scalar *value* is replaced from the environment before the
+//!   value is interpreted; `$${` stands for a literal `${`. Keys are never
+//!   substituted.
+//! - A webhook secret is held in a [`Secret`], whose `Debug` and `Display`
+//!   print `<redacted>`, and no error message ever quotes a secret's value.
+//! - [`parse_str`] touches nothing but its arguments and the environment;
+//!   [`load`] additionally reads the file and checks that the files it names
+//!   (`monitor.scenario`) exist.
+//! - Relative paths in the file are taken relative to the file's directory.
+
+use std::collections::HashMap;
+use std::env::VarError;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle};
+
+use crate::backend::InterfaceFilter;
+use crate::event::PeerLabel;
+use crate::model::PublicKey;
+use crate::tracker::{Announce, Settings};
+
+/// Where the daemon looks for its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/wghook/wghook.yaml";
+
+/// The name given to the single webhook of a `webhook:` section.
+pub const DEFAULT_WEBHOOK_NAME: &str = "default";
+
+/// Default poll interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Shortest poll interval accepted: polling faster only burns CPU, since
+/// handshakes happen at most every few seconds.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Default connect threshold: WireGuard's REJECT_AFTER_TIME.
+pub const DEFAULT_CONNECT_THRESHOLD: Duration = Duration::from_secs(180);
+/// WireGuard's REKEY_AFTER_TIME: a live peer may go this long without a new
+/// handshake, so a connect threshold below it makes idle peers flap.
+pub const REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+/// Default webhook request timeout (wg-portal's).
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout for one UAPI socket exchange.
+pub const DEFAULT_UAPI_TIMEOUT: Duration = Duration::from_secs(2);
+/// Where wireguard-go and boringtun put their sockets, in lookup order.
+pub const DEFAULT_UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
+/// Longest duration accepted anywhere: keeps timer arithmetic far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Upper bound on tree nodes, so aliases of aliases cannot exhaust memory.
+const MAX_NODES: usize = 100_000;
+/// Linux interface names are at most this long (IFNAMSIZ - 1).
+const MAX_IFNAME_LEN: usize = 15;
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from (for messages and reloads).
+    pub path: PathBuf,
+    /// What is watched and how (`monitor:`).
+    pub monitor: Monitor,
+    /// Where events are sent; empty means events are only logged.
+    pub webhooks: Vec<Webhook>,
+    /// Names for peers, by public key (`peers:`).
+    pub peers: HashMap<PublicKey, PeerLabel>,
+}
+
+/// The `monitor:` section: what is watched and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Monitor {
+    /// Time between two polls.
+    pub interval: Duration,
+    /// A peer is connected iff its latest handshake is at most this old.
+    pub connect_threshold: Duration,
+    /// Interface name patterns to watch (`*` wildcard); empty means all.
+    pub interfaces: Vec<String>,
+    /// Interface name patterns never to watch, applied after `interfaces`.
+    pub exclude: Vec<String>,
+    /// Where interfaces are read from.
+    pub backend: BackendKind,
+    /// The scripted scenario; set iff `backend` is [`BackendKind::Simulated`].
+    pub scenario: Option<PathBuf>,
+    /// What the first poll without saved state reports.
+    pub announce_on_start: Announce,
+    /// Report endpoint changes (roaming) as peer `update`s.
+    pub endpoint_updates: bool,
+    /// Directories searched for UAPI sockets, in order.
+    pub uapi_dirs: Vec<PathBuf>,
+    /// Timeout of one UAPI socket exchange.
+    pub uapi_timeout: Duration,
+    /// Host name stamped on events; `None` means the system host name.
+    pub host: Option<String>,
+}
+
+impl Default for Monitor {
+    /// The values used for keys that are not given.
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            connect_threshold: DEFAULT_CONNECT_THRESHOLD,
+            interfaces: Vec::new(),
+            exclude: Vec::new(),
+            backend: BackendKind::Auto,
+            scenario: None,
+            announce_on_start: Announce::Connected,
+            endpoint_updates: true,
+            uapi_dirs: DEFAULT_UAPI_DIRS.iter().map(PathBuf::from).collect(),
+            uapi_timeout: DEFAULT_UAPI_TIMEOUT,
+            host: None,
+        }
+    }
+}
+
+/// Which backend reads the interfaces (`monitor.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// Kernel interfaces over netlink when available, plus UAPI sockets.
+    #[default]
+    Auto,
+    /// Only UAPI sockets (wireguard-go, boringtun).
+    Userspace,
+    /// Only the kernel module, over netlink.
+    Kernel,
+    /// A scripted scenario (`monitor.scenario`), for tests and the demo.
+    Simulated,
+}
+
+impl BackendKind {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Userspace => "userspace",
+            BackendKind::Kernel => "kernel",
+            BackendKind::Simulated => "simulated",
+        }
+    }
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Unique among the webhooks; `default` for a single `webhook:` section.
+    pub name: String,
+    /// An http or https URL.
+    pub url: reqwest::Url,
+    /// Sent verbatim as the `Authorization` header; `None` sends none.
+    pub secret: Option<Secret>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One problem in the configuration, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file, as it was given.
+    pub file: PathBuf,
+    /// 1-based line; `None` when the problem is the file as a whole.
+    pub line: Option<usize>,
+    /// Dotted path of the key, e.g. `webhooks[1].url`; empty for the file as a whole.
+    pub key: String,
+    /// Lowercase, says what is wrong and what to write instead.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    /// `FILE:LINE: KEY: MESSAGE`, leaving out the parts that are not known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every problem found in one configuration file, in line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads and validates the configuration file at `path`; also checks that
+/// the files it names exist. An unreadable file is one error naming it.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read the configuration file: {e}"),
+        }])
+    })?;
+    compile_text(&text, path, &|name| std::env::var(name), true)
+}
+
+/// Validates configuration text; `path` is only used in messages, as
+/// [`Config::path`] and as the base of relative paths. Reads nothing but the
+/// environment (for `${VAR}`).
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    compile_text(text, path, &|name| std::env::var(name), false)
+}
+
+impl Config {
+    /// The tracker's settings from the `monitor:` section.
+    pub fn tracker_settings(&self, host: String) -> Settings {
+        Settings {
+            // Cannot fail: durations are at most MAX_DURATION.
+            connect_threshold: TimeDelta::from_std(self.monitor.connect_threshold)
+                .unwrap_or(TimeDelta::MAX),
+            endpoint_updates: self.monitor.endpoint_updates,
+            announce_on_start: self.monitor.announce_on_start,
+            host,
+        }
+    }
+
+    /// Which interfaces to watch (`monitor.interfaces` minus `monitor.exclude`).
+    pub fn filter(&self) -> InterfaceFilter {
+        InterfaceFilter {
+            include: self.monitor.interfaces.clone(),
+            exclude: self.monitor.exclude.clone(),
+        }
+    }
+}
+
+/// How `${VAR}` is looked up (the process environment, or a table in tests).
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
+
+/// Both stages: text -> tree -> Config, or every error found.
+fn compile_text(
+    text: &str,
+    path: &Path,
+    env: EnvLookup<'_>,
+    check_files: bool,
+) -> Result<Config, ConfigErrors> {
+    let root = parse_tree(text).map_err(|(line, message)| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: Some(line),
+            key: String::new(),
+            message,
+        }])
+    })?;
+    let mut compiler = Compiler {
+        file: path,
+        env,
+        check_files,
+        errors: Vec::new(),
+    };
+    let config = compiler.config(root.as_ref());
+    let mut errors = compiler.errors;
+    match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => {
+            // Stable: errors on one line keep the order they were found in.
+            errors.sort_by_key(|e| e.line);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 1: YAML text -> tree of nodes with lines.
+// ---------------------------------------------------------------------------
+
+/// A YAML node and the line it starts on. Deliberately not `Debug`: scalars
+/// may hold secrets.
+#[derive(Clone)]
+struct Node {
+    line: usize,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// The text as written (after YAML escapes); `plain` when unquoted, which
+    /// is what makes `null`, `~` and the empty scalar mean "nothing".
+    Scalar {
+        text: String,
+        plain: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Node {
+    fn is_null(&self) -> bool {
+        matches!(&self.kind, Kind::Scalar { text, plain: true }
+            if matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL"))
+    }
+
+    /// Number of nodes in this subtree.
+    fn size(&self) -> usize {
+        match &self.kind {
+            Kind::Scalar { .. } => 1,
+            Kind::Seq(items) => 1 + items.iter().map(Node::size).sum::<usize>(),
+            Kind::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(k, v)| k.size() + v.size())
+                    .sum::<usize>()
+            }
+        }
+    }
+
+    /// What kind of value this is, for "expected X, found Y" (never the value
+    /// itself, which could be a misplaced secret).
+    fn describe(&self) -> &'static str {
+        match &self.kind {
+            Kind::Scalar { .. } if self.is_null() => "nothing",
+            Kind::Scalar { .. } => "a single value",
+            Kind::Seq(_) => "a list",
+            Kind::Map(_) => "a mapping",
+        }
+    }
+}
+
+/// A collection being built while its events arrive.
+struct Frame {
+    line: usize,
+    anchor: usize,
+    kind: FrameKind,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>, Option<Node>),
+}
+
+impl Frame {
+    fn push(&mut self, node: Node) {
+        match &mut self.kind {
+            FrameKind::Seq(items) => items.push(node),
+            FrameKind::Map(entries, pending) => match pending.take() {
+                Some(key) => entries.push((key, node)),
+                None => *pending = Some(node),
+            },
+        }
+    }
+
+    fn finish(self) -> Node {
+        let kind = match self.kind {
+            FrameKind::Seq(items) => Kind::Seq(items),
+            FrameKind::Map(entries, _) => Kind::Map(entries),
+        };
+        Node {
+            line: self.line,
+            kind,
+        }
+    }
+}
+
+/// Parses one YAML document into a tree. `Ok(None)` for an empty file.
+/// On a syntax error returns its line and message.
+fn parse_tree(text: &str) -> Result<Option<Node>, (usize, String)> {
+    let mut options = Options::default();
+    options.set_emit_comments(false);
+    let parser = Parser::new_from_str_with_options(text, options);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut root = None;
+    let mut documents = 0;
+    let mut nodes = 0usize;
+    for item in parser {
+        let (event, span) = item.map_err(|e| {
+            (
+                e.marker().line(),
+                format!(
+                    "invalid YAML: {} (column {})",
+                    e.info().replace('\n', "; "),
+                    e.marker().col() + 1
+                ),
+            )
+        })?;
+        let line = span.start.line();
+        let (node, anchor) = match event {
+            Event::DocumentStart(..) => {
+                documents += 1;
+                if documents > 1 {
+                    return Err((line, "only one YAML document is allowed per file".into()));
+                }
+                continue;
+            }
+            Event::Scalar(text, style, anchor, _) => {
+                let kind = Kind::Scalar {
+                    text: text.into_owned(),
+                    plain: style == ScalarStyle::Plain,
+                };
+                (Node { line, kind }, anchor)
+            }
+            Event::SequenceStart(_, anchor, _) => {
+                stack.push(Frame {
+                    line,
+                    anchor,
+                    kind: FrameKind::Seq(Vec::new()),
+                });
+                continue;
+            }
+            Event::MappingStart(_, anchor, _) => {
+                stack.push(Frame {
+                    line,
+                    anchor,
+                    kind: FrameKind::Map(Vec::new(), None),
+                });
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = stack.pop() else {
+                    return Err((line, "invalid YAML: unbalanced collection".into()));
+                };
+                let anchor = frame.anchor;
+                (frame.finish(), anchor)
+            }
+            Event::Alias(id) => {
+                let Some(target) = anchors.get(&id) else {
+                    return Err((line, "invalid YAML: alias to an unknown anchor".into()));
+                };
+                nodes += target.size();
+                if nodes > MAX_NODES {
+                    return Err((line, "the document is too large (aliases?)".into()));
+                }
+                let mut node = target.clone();
+                node.line = line;
+                (node, 0)
+            }
+            _ => continue,
+        };
+        nodes += 1;
+        if nodes > MAX_NODES {
+            return Err((line, "the document is too large".into()));
+        }
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            Some(frame) => frame.push(node),
+            None => root = Some(node),
+        }
+    }
+    Ok(root)
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: tree -> Config, collecting every error.
+// ---------------------------------------------------------------------------
+
+const TOP_KEYS: &[&str] = &["webhook", "webhooks", "monitor", "peers"];
+const WEBHOOK_KEYS: &[&str] = &["name", "url", "secret", "authentication", "timeout"];
+const MONITOR_KEYS: &[&str] = &[
+    "interval",
+    "connect_threshold",
+    "rekey_timeout_interval",
+    "interfaces",
+    "exclude",
+    "backend",
+    "scenario",
+    "announce_on_start",
+    "endpoint_updates",
+    "uapi_dirs",
+    "uapi_timeout",
+    "host",
+];
+const PEER_KEYS: &[&str] = &["name", "user"];
+
+/// One key of a mapping.
+struct Entry<'n> {
+    key: String,
+    key_line: usize,
+    value: &'n Node,
+}
+
+/// A mapping whose keys were checked (strings, no duplicates, known).
+struct MapView<'n> {
+    path: String,
+    /// Line of the key that holds this mapping (where "required" errors go).
+    line: usize,
+    entries: Vec<Entry<'n>>,
+}
+
+impl<'n> MapView<'n> {
+    fn empty(path: &str, line: usize) -> Self {
+        Self {
+            path: path.to_string(),
+            line,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The value of `key`, unless absent or null.
+    fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value)
+            .filter(|v| !v.is_null())
+    }
+
+    fn key_line(&self, key: &str) -> usize {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map_or(self.line, |e| e.key_line)
+    }
+
+    fn child(&self, key: &str) -> String {
+        join_key(&self.path, key)
+    }
+}
+
+fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+struct Compiler<'a> {
+    file: &'a Path,
+    env: EnvLookup<'a>,
+    check_files: bool,
+    errors: Vec<ConfigError>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, line: usize, key: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: Some(line),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        let message = if path.is_empty() {
+            format!(
+                "the file must be a mapping of {}, found {}",
+                TOP_KEYS.join(", "),
+                node.describe()
+            )
+        } else {
+            format!("expected {expected}, found {}", node.describe())
+        };
+        self.error(node.line, path, message);
+    }
+
+    /// The whole file. `None` only if the result could not be assembled;
+    /// errors are in `self.errors` either way.
+    fn config(&mut self, root: Option<&Node>) -> Option<Config> {
+        let top = self.map(root, "", 1, Some(TOP_KEYS))?;
+        let webhooks = self.webhooks(&top);
+        let monitor = self.monitor(top.get("monitor"), top.key_line("monitor"));
+        let peers = self.peers(top.get("peers"), top.key_line("peers"));
+        Some(Config {
+            path: self.file.to_path_buf(),
+            monitor,
+            webhooks,
+            peers,
+        })
+    }
+
+    /// Checks that `node` (absent or null = empty) is a mapping with string
+    /// keys, no duplicates and, if `known` is given, only known keys.
+    fn map<'n>(
+        &mut self,
+        node: Option<&'n Node>,
+        path: &str,
+        line: usize,
+        known: Option<&[&str]>,
+    ) -> Option<MapView<'n>> {
+        let Some(node) = node.filter(|n| !n.is_null()) else {
+            return Some(MapView::empty(path, line));
+        };
+        let Kind::Map(entries) = &node.kind else {
+            self.wrong_type(node, path, "a mapping");
+            return None;
+        };
+        let mut view = MapView::empty(path, line);
+        for (key, value) in entries {
+            let Kind::Scalar { text, .. } = &key.kind else {
+                self.error(key.line, path, "keys must be plain strings");
+                continue;
+            };
+            // Free-form keys (public keys, which hold `/`, `+`, `=`) are quoted.
+            let key_path = match known {
+                Some(_) => join_key(path, text),
+                None => format!("{path}.{text:?}"),
+            };
+            if let Some(first) = view.entries.iter().find(|e| &e.key == text) {
+                let message = format!("duplicate key (first at line {})", first.key_line);
+                self.error(key.line, &key_path, message);
+                continue;
+            }
+            if let Some(known) = known {
+                if !known.contains(&text.as_str()) {
+                    self.error(key.line, &key_path, unknown_key_message(text, known));
+                    continue;
+                }
+            }
+            view.entries.push(Entry {
+                key: text.clone(),
+                key_line: key.line,
+                value,
+            });
+        }
+        Some(view)
+    }
+
+    /// A key that has an alias: returns the value and the key it was given
+    /// under; both given is an error.
+    fn aliased<'n>(
+        &mut self,
+        m: &MapView<'n>,
+        key: &str,
+        alias: &str,
+    ) -> Option<(&'n Node, String)> {
+        match (m.get(key), m.get(alias)) {
+            (Some(value), Some(_)) => {
+                let message = format!(
+                    "both {key} (line {}) and its alias {alias} are set; keep one",
+                    m.key_line(key)
+                );
+                self.error(m.key_line(alias), &m.child(alias), message);
+                Some((value, m.child(key)))
+            }
+            (Some(value), None) => Some((value, m.child(key))),
+            (None, Some(value)) => Some((value, m.child(alias))),
+            (None, None) => None,
+        }
+    }
+
+    /// The text of a scalar value with `${VAR}` substituted.
+    fn text(&mut self, node: &Node, path: &str, expected: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar { text, .. } => self.substitute(text, node.line, path),
+            _ => {
+                self.wrong_type(node, path, expected);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        self.text(node, path, "a string")
+    }
+
+    /// Replaces every `${VAR}`; `$${` is a literal `${`. Reports every
+    /// unset or malformed variable of the value, never the value itself.
+    fn substitute(&mut self, text: &str, line: usize, path: &str) -> Option<String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        let mut ok = true;
+        while let Some(pos) = rest.find('$') {
+            out.push_str(&rest[..pos]);
+            let tail = &rest[pos..];
+            if let Some(after) = tail.strip_prefix("$${") {
+                out.push_str("${");
+                rest = after;
+            } else if let Some(inner) = tail.strip_prefix("${") {
+                let Some(end) = inner.find('}') else {
+                    self.error(
+                        line,
+                        path,
+                        "unterminated ${ (close it with }, or write $${ for a literal ${)",
+                    );
+                    return None;
+                };
+                let name = &inner[..end];
+                rest = &inner[end + 1..];
+                if !is_env_name(name) {
+                    let message = format!(
+                        "invalid environment variable name {name:?} in ${{...}} \
+                         (use letters, digits and _; write $${{ for a literal ${{)"
+                    );
+                    self.error(line, path, message);
+                    ok = false;
+                    continue;
+                }
+                match (self.env)(name) {
+                    Ok(value) => out.push_str(&value),
+                    Err(VarError::NotPresent) => {
+                        self.error(
+                            line,
+                            path,
+                            format!("environment variable {name} is not set"),
+                        );
+                        ok = false;
+                    }
+                    Err(VarError::NotUnicode(_)) => {
+                        let message = format!("environment variable {name} is not valid UTF-8");
+                        self.error(line, path, message);
+                        ok = false;
+                    }
+                }
+            } else {
+                out.push('$');
+                rest = &tail[1..];
+            }
+        }
+        out.push_str(rest);
+        ok.then_some(out)
+    }
+
+    fn boolean(&mut self, node: &Node, path: &str) -> Option<bool> {
+        let text = self.text(node, path, "true or false")?;
+        match text.as_str() {
+            "true" | "True" | "TRUE" => Some(true),
+            "false" | "False" | "FALSE" => Some(false),
+            _ => {
+                let message = format!("expected true or false, found {text:?}");
+                self.error(node.line, path, message);
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
+        let text = self.text(node, path, "a duration")?;
+        match parse_duration(&text) {
+            Some(d) if d > MAX_DURATION => {
+                let message = format!("duration {text:?} is too long (at most 8760h)");
+                self.error(node.line, path, message);
+                None
+            }
+            Some(d) => Some(d),
+            None => {
+                let message = format!("invalid duration {text:?} (use e.g. 5s, 1m, 1h30m)");
+                self.error(node.line, path, message);
+                None
+            }
+        }
+    }
+
+    /// A duration of at least `min` (which is at least 1 ns, so never zero).
+    fn duration_at_least(&mut self, node: &Node, path: &str, min: Duration) -> Option<Duration> {
+        let d = self.duration(node, path)?;
+        if d >= min {
+            return Some(d);
+        }
+        let message = if min <= Duration::from_nanos(1) {
+            "must be greater than 0".to_string()
+        } else {
+            format!(
+                "must be at least {} (got {})",
+                format_duration(min),
+                format_duration(d)
+            )
+        };
+        self.error(node.line, path, message);
+        None
+    }
+
+    fn choice<T: Copy>(&mut self, node: &Node, path: &str, choices: &[(&str, T)]) -> Option<T> {
+        let text = self.text(node, path, "a string")?;
+        if let Some((_, value)) = choices.iter().find(|(name, _)| *name == text) {
+            return Some(*value);
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let message = format!("invalid value {text:?} (use {})", or_list(&names));
+        self.error(node.line, path, message);
+        None
+    }
+
+    /// A list (absent or null = empty) of items read by `item`.
+    fn list<T>(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        mut item: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let Some(node) = node else {
+            return Some(Vec::new());
+        };
+        let Kind::Seq(items) = &node.kind else {
+            self.wrong_type(node, path, "a list");
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, child) in items.iter().enumerate() {
+            match item(self, child, &format!("{path}[{i}]")) {
+                Some(value) => out.push(value),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A path; relative ones are taken from the configuration file's directory.
+    fn path(&mut self, node: &Node, path: &str) -> Option<PathBuf> {
+        let text = self.string(node, path)?;
+        if text.is_empty() {
+            self.error(node.line, path, "must not be empty");
+            return None;
+        }
+        let p = PathBuf::from(text);
+        Some(match self.file.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p,
+        })
+    }
+
+    fn interface_pattern(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = self.string(node, path)?;
+        let problem = if text.is_empty() {
+            Some("must not be empty")
+        } else if text.chars().any(|c| c.is_whitespace() || c == '/') {
+            Some("interface names contain no spaces or /")
+        } else if !text.contains('*') && text.len() > MAX_IFNAME_LEN {
+            Some("interface names are at most 15 characters")
+        } else {
+            None
+        };
+        match problem {
+            Some(problem) => {
+                let message = format!("invalid interface name {text:?} ({problem})");
+                self.error(node.line, path, message);
+                None
+            }
+            None => Some(text),
+        }
+    }
+
+    // --- webhooks ---------------------------------------------------------
+
+    fn webhooks(&mut self, top: &MapView<'_>) -> Vec<Webhook> {
+        let single = top.get("webhook");
+        let list = top.get("webhooks");
+        if single.is_some() && list.is_some() {
+            let message = format!(
+                "both webhook (line {}) and webhooks are set; use webhook for one receiver \
+                 or a webhooks list for several",
+                top.key_line("webhook")
+            );
+            self.error(top.key_line("webhooks"), "webhooks", message);
+            return Vec::new();
+        }
+        if let Some(node) = single {
+            return self
+                .webhook(node, "webhook", top.key_line("webhook"), false)
+                .map(|(hook, _)| hook)
+                .into_iter()
+                .collect();
+        }
+        // Every item is read (so all its errors are reported) before names are compared.
+        let Some(hooks) = self.list(list, "webhooks", |c, node, path| {
+            Some(c.webhook(node, path, node.line, true))
+        }) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Webhook> = Vec::new();
+        let mut first_line: HashMap<String, usize> = HashMap::new();
+        for (i, hook) in hooks.into_iter().enumerate() {
+            let Some((hook, name_line)) = hook else {
+                continue;
+            };
+            if let Some(first) = first_line.get(&hook.name) {
+                let message = format!(
+                    "duplicate webhook name {:?} (first at line {first})",
+                    hook.name
+                );
+                self.error(name_line, &format!("webhooks[{i}].name"), message);
+                continue;
+            }
+            first_line.insert(hook.name.clone(), name_line);
+            out.push(hook);
+        }
+        out
+    }
+
+    /// One webhook and the line of its name (for duplicate names).
+    fn webhook(
+        &mut self,
+        node: &Node,
+        path: &str,
+        line: usize,
+        in_list: bool,
+    ) -> Option<(Webhook, usize)> {
+        let m = self.map(Some(node), path, line, Some(WEBHOOK_KEYS))?;
+        let mut ok = true;
+
+        let name = match m.get("name") {
+            Some(node) => self.webhook_name(node, &m.child("name")),
+            None if in_list => {
+                let message = "required in a webhooks list (letters, digits, _ and -)";
+                self.error(m.key_line("name"), &m.child("name"), message);
+                None
+            }
+            None => Some(DEFAULT_WEBHOOK_NAME.to_string()),
+        };
+        ok &= name.is_some();
+
+        let url = match m.get("url") {
+            Some(node) => self.url(node, &m.child("url")),
+            None => {
+                self.error(
+                    m.key_line("url"),
+                    &m.child("url"),
+                    "required (an http or https URL)",
+                );
+                None
+            }
+        };
+        ok &= url.is_some();
+
+        let mut secret = None;
+        if let Some((node, key)) = self.aliased(&m, "secret", "authentication") {
+            match self.secret(node, &key) {
+                Some(s) => secret = s,
+                None => ok = false,
+            }
+        }
+
+        let timeout = match m.get("timeout") {
+            Some(node) => {
+                self.duration_at_least(node, &m.child("timeout"), Duration::from_nanos(1))
+            }
+            None => Some(DEFAULT_WEBHOOK_TIMEOUT),
+        };
+        ok &= timeout.is_some();
+
+        match (name, url, timeout) {
+            (Some(name), Some(url), Some(timeout)) if ok => {
+                let hook = Webhook {
+                    name,
+                    url,
+                    secret,
+                    timeout,
+                };
+                Some((hook, m.key_line("name")))
+            }
+            _ => None,
+        }
+    }
+
+    fn webhook_name(&mut self, node: &Node, path: &str) -> Option<String> {
+        let name = self.string(node, path)?;
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if valid {
+            return Some(name);
+        }
+        let message = format!("invalid name {name:?} (use letters, digits, _ and -)");
+        self.error(node.line, path, message);
+        None
+    }
+
+    fn url(&mut self, node: &Node, path: &str) -> Option<reqwest::Url> {
+        let text = self.string(node, path)?;
+        if text.trim().is_empty() {
+            self.error(node.line, path, "required (an http or https URL)");
+            return None;
+        }
+        match reqwest::Url::parse(text.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            Ok(url) => {
+                // Only the scheme is quoted: the rest may hold credentials.
+                let message = format!(
+                    "unsupported URL scheme {:?} (use http or https)",
+                    url.scheme()
+                );
+                self.error(node.line, path, message);
+                None
+            }
+            Err(e) => {
+                let message =
+                    format!("invalid URL {text:?}: {e} (use e.g. https://example.com/hook)");
+                self.error(node.line, path, message);
+                None
+            }
+        }
+    }
+
+    /// `Some(None)`: no secret (absent or empty, as wg-portal writes it).
+    /// Errors never quote the value.
+    fn secret(&mut self, node: &Node, path: &str) -> Option<Option<Secret>> {
+        let value = self.text(node, path, "a string")?;
+        if value.is_empty() {
+            return Some(None);
+        }
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            let message = "contains characters not allowed in an HTTP header \
+                           (line breaks or other control characters)";
+            self.error(node.line, path, message);
+            return None;
+        }
+        Some(Some(Secret::new(value)))
+    }
+
+    // --- monitor ----------------------------------------------------------
+
+    fn monitor(&mut self, node: Option<&Node>, line: usize) -> Monitor {
+        let mut out = Monitor::default();
+        let Some(m) = self.map(node, "monitor", line, Some(MONITOR_KEYS)) else {
+            return out;
+        };
+
+        if let Some(node) = m.get("interval") {
+            if let Some(d) = self.duration_at_least(node, &m.child("interval"), MIN_INTERVAL) {
+                out.interval = d;
+            }
+        }
+        if let Some((node, key)) = self.aliased(&m, "connect_threshold", "rekey_timeout_interval") {
+            if let Some(d) = self.duration_at_least(node, &key, Duration::from_nanos(1)) {
+                if d < REKEY_AFTER_TIME {
+                    tracing::warn!(
+                        file = %self.file.display(),
+                        line = node.line,
+                        connect_threshold_ms = d.as_millis() as u64,
+                        "{key} is below WireGuard's 120 s rekey interval; idle peers will \
+                         flap between connect and disconnect"
+                    );
+                }
+                out.connect_threshold = d;
+            }
+        }
+        for (key, target) in [
+            ("interfaces", &mut out.interfaces),
+            ("exclude", &mut out.exclude),
+        ] {
+            if let Some(list) = self.list(m.get(key), &m.child(key), Self::interface_pattern) {
+                *target = list;
+            }
+        }
+        let backend_choices = [
+            ("auto", BackendKind::Auto),
+            ("userspace", BackendKind::Userspace),
+            ("kernel", BackendKind::Kernel),
+            ("simulated", BackendKind::Simulated),
+        ];
+        let backend = match m.get("backend") {
+            Some(node) => self.choice(node, &m.child("backend"), &backend_choices),
+            None => Some(BackendKind::Auto),
+        };
+        if let Some(backend) = backend {
+            out.backend = backend;
+        }
+        out.scenario = self.scenario(&m, backend);
+
+        let announce_choices = [
+            ("connected", Announce::Connected),
+            ("all", Announce::All),
+            ("none", Announce::None),
+        ];
+        if let Some(node) = m.get("announce_on_start") {
+            if let Some(a) = self.choice(node, &m.child("announce_on_start"), &announce_choices) {
+                out.announce_on_start = a;
+            }
+        }
+        if let Some(node) = m.get("endpoint_updates") {
+            if let Some(b) = self.boolean(node, &m.child("endpoint_updates")) {
+                out.endpoint_updates = b;
+            }
+        }
+        if let Some(node) = m.get("uapi_dirs") {
+            let key = m.child("uapi_dirs");
+            match self.list(Some(node), &key, Self::path) {
+                Some(dirs) if dirs.is_empty() => {
+                    let message =
+                        "must name at least one directory (remove the key for the defaults)";
+                    self.error(node.line, &key, message);
+                }
+                Some(dirs) => out.uapi_dirs = dirs,
+                None => {}
+            }
+        }
+        if let Some(node) = m.get("uapi_timeout") {
+            let key = m.child("uapi_timeout");
+            if let Some(d) = self.duration_at_least(node, &key, Duration::from_nanos(1)) {
+                out.uapi_timeout = d;
+            }
+        }
+        if let Some(node) = m.get("host") {
+            let key = m.child("host");
+            if let Some(host) = self.string(node, &key) {
+                if host.trim().is_empty() {
+                    let message = "must not be empty (remove it to use the system host name)";
+                    self.error(node.line, &key, message);
+                } else {
+                    out.host = Some(host.trim().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// `monitor.scenario`: required iff the backend is simulated (`backend`
+    /// is `None` when it was invalid: then nothing is said about the scenario).
+    fn scenario(&mut self, m: &MapView<'_>, backend: Option<BackendKind>) -> Option<PathBuf> {
+        let key = m.child("scenario");
+        let simulated = backend == Some(BackendKind::Simulated);
+        let Some(node) = m.get("scenario") else {
+            if simulated {
+                let message = "required when monitor.backend is simulated (a scenario file)";
+                self.error(m.key_line("backend"), &key, message);
+            }
+            return None;
+        };
+        let path = self.path(node, &key)?;
+        if backend.is_some() && !simulated {
+            let message = "only used when monitor.backend is simulated (remove it, or set backend: simulated)";
+            self.error(node.line, &key, message);
+            return None;
+        }
+        if self.check_files {
+            let problem = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => None,
+                Ok(_) => Some("not a regular file".to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(problem) = problem {
+                let message = format!("cannot read {}: {problem}", path.display());
+                self.error(node.line, &key, message);
+                return None;
+            }
+        }
+        Some(path)
+    }
+
+    // --- peers ------------------------------------------------------------
+
+    fn peers(&mut self, node: Option<&Node>, line: usize) -> HashMap<PublicKey, PeerLabel> {
+        let mut out = HashMap::new();
+        let Some(m) = self.map(node, "peers", line, None) else {
+            return out;
+        };
+        let mut first_line: HashMap<PublicKey, usize> = HashMap::new();
+        for entry in &m.entries {
+            // Quoted as in `map`: base64 keys hold `/`, `+` and `=`.
+            let path = format!("peers.{:?}", entry.key);
+            let key = match PublicKey::from_base64(&entry.key) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    let message = format!(
+                        "invalid public key ({e}); use the 44-character base64 form `wg show` prints"
+                    );
+                    self.error(entry.key_line, &path, message);
+                    None
+                }
+            };
+            let label = self.peer_label(entry.value, &path, entry.key_line);
+            let (Some(key), Some(label)) = (key, label) else {
+                continue;
+            };
+            if let Some(first) = first_line.get(&key) {
+                let message = format!("the same public key as line {first}");
+                self.error(entry.key_line, &path, message);
+                continue;
+            }
+            first_line.insert(key, entry.key_line);
+            out.insert(key, label);
+        }
+        out
+    }
+
+    fn peer_label(&mut self, node: &Node, path: &str, line: usize) -> Option<PeerLabel> {
+        let m = self.map(Some(node), path, line, Some(PEER_KEYS))?;
+        let mut label = PeerLabel::default();
+        let mut ok = true;
+        for (key, target) in [("name", &mut label.name), ("user", &mut label.user)] {
+            if let Some(node) = m.get(key) {
+                match self.string(node, &m.child(key)) {
+                    Some(value) => *target = value,
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(label)
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `a, b or c`.
+fn or_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn unknown_key_message(key: &str, known: &[&str]) -> String {
+    let closest = known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .min_by_key(|(d, _)| *d);
+    match closest {
+        Some((d, k)) if d <= 2 || (d <= 3 && key.len() > 8) => {
+            format!("unknown key (did you mean {k}?)")
+        }
+        _ => format!("unknown key (known keys: {})", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses `500ms`, `5s`, `3m`, `1h30m`, `1.5h` (Go's units: ns, us, µs, ms,
+/// s, m, h, in any combination) or a bare integer meaning seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<u64>().ok().map(Duration::from_secs);
+    }
+    let mut total: u128 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        rest = after;
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => NANOS_PER_SEC,
+            "m" => 60 * NANOS_PER_SEC,
+            "h" => 3600 * NANOS_PER_SEC,
+            _ => return None,
+        };
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        if (int.is_empty() && frac.is_empty()) || int.len() > 19 || frac.len() > 18 {
+            return None;
+        }
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let frac_value: u128 = if frac.is_empty() {
+            0
+        } else {
+            frac.parse().ok()?
+        };
+        let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+        let part = int
+            .checked_mul(unit_nanos)?
+            .checked_add(frac_value.checked_mul(unit_nanos)? / scale)?;
+        total = total.checked_add(part)?;
+    }
+    let secs = u64::try_from(total / NANOS_PER_SEC).ok()?;
+    let nanos = u32::try_from(total % NANOS_PER_SEC).ok()?;
+    Some(Duration::new(secs, nanos))
+}
+
+/// Shows a duration the way it is written in the file (`100ms`, `2m30s`).
+fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        if d.subsec_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+            return format!("{}ms", d.subsec_millis());
+        }
+        return format!("{d:?}");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: &str = "Fb5TaziAs1WrPBjC/MFbWsIelVXvi0hDKZ3YQM9wmU8=";
+    /// Never set by anything: `${...}` of it must fail.
+    const UNSET_VAR: &str = "WGHOOK_TEST_UNSET_6B1D0E";
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        parse_str(text, Path::new(DEFAULT_PATH))
+    }
+
+    fn ok(text: &str) -> Config {
+        match parse(text) {
+            Ok(config) => config,
+            Err(errors) => panic!("unexpected errors:\n{errors}"),
+        }
+    }
+
+    fn error_lines(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_wg_portal_seed_minimal_form_is_accepted_as_is() {
+        let config = ok(
+            "webhook:\n  url: https://your-service.example.com/webhook\n  \
+                         secret: \"Basic dXNlcm5hbWU6cGFzc3dvcmQ=\"\n",
+        );
+        assert_eq!(config.webhooks.len(), 1);
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.name, "default");
+        assert_eq!(
+            hook.url.as_str(),
+            "https://your-service.example.com/webhook"
+        );
+        assert_eq!(
+            hook.secret.as_ref().map(Secret::expose),
+            Some("Basic dXNlcm5hbWU6cGFzc3dvcmQ=")
+        );
+        assert_eq!(hook.timeout, Duration::from_secs(10));
+        assert_eq!(config.monitor, Monitor::default());
+        assert_eq!(config.path, Path::new(DEFAULT_PATH));
+    }
+
+    #[test]
+    fn authentication_is_an_alias_of_secret() {
+        let config = ok("webhook:\n  url: http://127.0.0.1:8080/hook\n  authentication: \"Bearer abc\"\n  timeout: 10\n");
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.secret.as_ref().map(Secret::expose), Some("Bearer abc"));
+        assert_eq!(
+            hook.timeout,
+            Duration::from_secs(10),
+            "a bare integer is seconds"
+        );
+    }
+
+    #[test]
+    fn an_empty_secret_sends_no_authorization_as_in_wg_portal() {
+        let config = ok("webhook:\n  url: https://h.example/x\n  authentication: \"\"\n");
+        assert_eq!(config.webhooks[0].secret, None);
+    }
+
+    #[test]
+    fn rekey_timeout_interval_is_an_alias_of_connect_threshold() {
+        let config = ok("monitor:\n  rekey_timeout_interval: 5m\n");
+        assert_eq!(config.monitor.connect_threshold, Duration::from_secs(300));
+        // Below REKEY_AFTER_TIME is only a logged note, not an error.
+        let config = ok("monitor:\n  connect_threshold: 90s\n");
+        assert_eq!(config.monitor.connect_threshold, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn an_empty_file_or_empty_sections_give_the_defaults() {
+        for text in [
+            "",
+            "# nothing\n",
+            "monitor:\npeers:\nwebhooks:\n",
+            "monitor: {}\nwebhooks: []\n",
+        ] {
+            let config = ok(text);
+            assert!(config.webhooks.is_empty(), "{text:?}");
+            assert!(config.peers.is_empty(), "{text:?}");
+            let m = &config.monitor;
+            assert_eq!(m.interval, Duration::from_secs(5));
+            assert_eq!(m.connect_threshold, Duration::from_secs(180));
+            assert!(m.interfaces.is_empty() && m.exclude.is_empty());
+            assert_eq!(m.backend, BackendKind::Auto);
+            assert_eq!(m.scenario, None);
+            assert_eq!(m.announce_on_start, Announce::Connected);
+            assert!(m.endpoint_updates);
+            assert_eq!(
+                m.uapi_dirs,
+                [
+                    PathBuf::from("/var/run/wireguard"),
+                    PathBuf::from("/run/wireguard")
+                ]
+            );
+            assert_eq!(m.uapi_timeout, Duration::from_secs(2));
+            assert_eq!(m.host, None);
+        }
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = format!(
+            "webhooks:\n\
+             \x20 - name: ops\n    url: https://ops.example.com/wg\n    secret: \"Bearer abc\"\n    timeout: 1m30s\n\
+             \x20 - name: audit_2\n    url: http://10.0.0.1:9000/\n\
+             monitor:\n  interval: 500ms\n  connect_threshold: 4m\n  interfaces: [wg0, \"wg*\"]\n  \
+             exclude: [wg-test*]\n  backend: simulated\n  scenario: scenario.yaml\n  \
+             announce_on_start: all\n  endpoint_updates: false\n  uapi_dirs: [/run/wg, rel]\n  \
+             uapi_timeout: 250ms\n  host: myhost\n\
+             peers:\n  \"{ALICE}\": {{ name: alice-laptop, user: alice }}\n"
+        );
+        let config =
+            parse_str(&text, Path::new("/etc/wghook/conf.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = config.webhooks.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["ops", "audit_2"]);
+        assert_eq!(config.webhooks[0].timeout, Duration::from_secs(90));
+        assert_eq!(config.webhooks[1].secret, None);
+        assert_eq!(config.webhooks[1].timeout, DEFAULT_WEBHOOK_TIMEOUT);
+        let m = &config.monitor;
+        assert_eq!(m.interval, Duration::from_millis(500));
+        assert_eq!(m.connect_threshold, Duration::from_secs(240));
+        assert_eq!(m.interfaces, ["wg0", "wg*"]);
+        assert_eq!(m.exclude, ["wg-test*"]);
+        assert_eq!(m.backend, BackendKind::Simulated);
+        // Relative paths are taken from the configuration file's directory.
+        assert_eq!(
+            m.scenario.as_deref(),
+            Some(Path::new("/etc/wghook/scenario.yaml"))
+        );
+        assert_eq!(
+            m.uapi_dirs,
+            [PathBuf::from("/run/wg"), PathBuf::from("/etc/wghook/rel")]
+        );
+        assert_eq!(m.announce_on_start, Announce::All);
+        assert!(!m.endpoint_updates);
+        assert_eq!(m.uapi_timeout, Duration::from_millis(250));
+        assert_eq!(m.host.as_deref(), Some("myhost"));
+        let alice = PublicKey::from_base64(ALICE).unwrap();
+        assert_eq!(
+            config.peers.get(&alice),
+            Some(&PeerLabel {
+                name: "alice-laptop".into(),
+                user: "alice".into()
+            })
+        );
+
+        let settings = config.tracker_settings("h1".into());
+        assert_eq!(settings.connect_threshold, TimeDelta::seconds(240));
+        assert!(!settings.endpoint_updates);
+        assert_eq!(settings.announce_on_start, Announce::All);
+        assert_eq!(settings.host, "h1");
+        let filter = config.filter();
+        assert!(filter.allows("wg0") && filter.allows("wg7"));
+        assert!(!filter.allows("wg-test1") && !filter.allows("eth0"));
+    }
+
+    #[test]
+    fn durations_are_go_style_or_bare_seconds() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("500ms", ms(500)),
+            ("5s", ms(5_000)),
+            ("3m", ms(180_000)),
+            ("1h30m", ms(5_400_000)),
+            ("2h", ms(7_200_000)),
+            ("10", ms(10_000)),
+            ("1.5s", ms(1_500)),
+            ("0.5h", ms(1_800_000)),
+            ("1m30s250ms", ms(90_250)),
+            ("100us", Duration::from_micros(100)),
+            (" 7s ", ms(7_000)),
+        ] {
+            assert_eq!(parse_duration(text), Some(want), "{text:?}");
+        }
+        for text in [
+            "",
+            "5x",
+            "-5s",
+            "1h30",
+            "s",
+            "5 s",
+            "1..5s",
+            ".s",
+            "5S",
+            "1e3s",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text:?}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(100)), "100ms");
+        assert_eq!(format_duration(Duration::from_secs(150)), "2m30s");
+    }
+
+    #[test]
+    fn environment_variables_are_substituted_before_interpretation() {
+        let var = "WGHOOK_TEST_CONFIG_SUBST_4F2A91";
+        std::env::set_var(format!("{var}_SECRET"), "Bearer from-env");
+        std::env::set_var(format!("{var}_HOST"), "hooks.example.com");
+        std::env::set_var(format!("{var}_INTERVAL"), "250ms");
+        let text = format!(
+            "webhook:\n  url: https://${{{var}_HOST}}/wg\n  secret: \"${{{var}_SECRET}}\"\n\
+             monitor:\n  interval: ${{{var}_INTERVAL}}\n  host: \"cost$$5-$${{{var}_HOST}}\"\n"
+        );
+        let config = ok(&text);
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.url.as_str(), "https://hooks.example.com/wg");
+        assert_eq!(
+            hook.secret.as_ref().map(Secret::expose),
+            Some("Bearer from-env")
+        );
+        assert_eq!(config.monitor.interval, Duration::from_millis(250));
+        // `$${` is a literal `${`; a lone `$` stays as it is.
+        assert_eq!(
+            config.monitor.host,
+            Some(format!("cost$$5-${{{var}_HOST}}"))
+        );
+    }
+
+    #[test]
+    fn substitution_uses_the_given_lookup_and_reports_each_problem() {
+        let lookup = |name: &str| match name {
+            "A" => Ok("1".to_string()),
+            _ => Err(VarError::NotPresent),
+        };
+        let text = "monitor:\n  host: \"${A}-${B}-${C}-${not ok}\"\n  interfaces: [\"wg${A}\"]\n";
+        let errors = compile_text(text, Path::new("f.yaml"), &lookup, false).unwrap_err();
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "f.yaml:2: monitor.host: environment variable B is not set",
+                "f.yaml:2: monitor.host: environment variable C is not set",
+                "f.yaml:2: monitor.host: invalid environment variable name \"not ok\" in ${...} \
+                 (use letters, digits and _; write $${ for a literal ${)",
+            ]
+        );
+        let config = compile_text(
+            "monitor:\n  interfaces: [\"wg${A}\"]\n",
+            Path::new("f.yaml"),
+            &lookup,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.monitor.interfaces, ["wg1"]);
+    }
+
+    /// Each broken configuration and exactly the errors it must produce.
+    #[test]
+    fn broken_configurations_produce_exactly_these_errors() {
+        let f = DEFAULT_PATH;
+        let table: Vec<(String, Vec<String>)> = vec![
+            (
+                "colour: blue\n".into(),
+                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers)")],
+            ),
+            (
+                "webhok:\n  url: https://x.example\n".into(),
+                vec![format!("{f}:1: webhok: unknown key (did you mean webhook?)")],
+            ),
+            (
+                "monitor:\n  intervall: 5s\n".into(),
+                vec![format!("{f}:2: monitor.intervall: unknown key (did you mean interval?)")],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  retries: 3\n".into(),
+                vec![format!(
+                    "{f}:3: webhook.retries: unknown key (known keys: name, url, secret, authentication, timeout)"
+                )],
+            ),
+            (
+                "monitor: [wg0]\n".into(),
+                vec![format!("{f}:1: monitor: expected a mapping, found a list")],
+            ),
+            (
+                "monitor:\n  interfaces: wg0\n  endpoint_updates: yes\n".into(),
+                vec![
+                    format!("{f}:2: monitor.interfaces: expected a list, found a single value"),
+                    format!("{f}:3: monitor.endpoint_updates: expected true or false, found \"yes\""),
+                ],
+            ),
+            (
+                "webhook:\n  url: [https://x.example]\n".into(),
+                vec![format!("{f}:2: webhook.url: expected a string, found a list")],
+            ),
+            (
+                "- webhook\n".into(),
+                vec![format!(
+                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, found a list"
+                )],
+            ),
+            (
+                "monitor:\n  interval: 5x\n".into(),
+                vec![format!("{f}:2: monitor.interval: invalid duration \"5x\" (use e.g. 5s, 1m, 1h30m)")],
+            ),
+            (
+                "monitor:\n  interval: 20ms\n  connect_threshold: 0s\n  uapi_timeout: 9000h\n".into(),
+                vec![
+                    format!("{f}:2: monitor.interval: must be at least 100ms (got 20ms)"),
+                    format!("{f}:3: monitor.connect_threshold: must be greater than 0"),
+                    format!("{f}:4: monitor.uapi_timeout: duration \"9000h\" is too long (at most 8760h)"),
+                ],
+            ),
+            (
+                "webhook:\n  url: not a url\n".into(),
+                vec![format!(
+                    "{f}:2: webhook.url: invalid URL \"not a url\": relative URL without a base \
+                     (use e.g. https://example.com/hook)"
+                )],
+            ),
+            (
+                "webhook:\n  url: ftp://files.example.com/drop\n".into(),
+                vec![format!("{f}:2: webhook.url: unsupported URL scheme \"ftp\" (use http or https)")],
+            ),
+            (
+                "webhook:\n  secret: x\n".into(),
+                vec![format!("{f}:1: webhook.url: required (an http or https URL)")],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  secret: \"Bearer a\"\n  authentication: \"Bearer b\"\n".into(),
+                vec![format!(
+                    "{f}:4: webhook.authentication: both secret (line 3) and its alias authentication are set; keep one"
+                )],
+            ),
+            (
+                "webhook:\n  url: https://a.example\nwebhooks:\n  - name: b\n    url: https://b.example\n".into(),
+                vec![format!(
+                    "{f}:3: webhooks: both webhook (line 1) and webhooks are set; use webhook for one \
+                     receiver or a webhooks list for several"
+                )],
+            ),
+            (
+                "webhooks:\n  - name: ops\n    url: https://a.example\n  - name: ops\n    url: https://b.example\n  \
+                 - url: https://c.example\n  - name: \"two words\"\n    url: https://d.example\n"
+                    .into(),
+                vec![
+                    format!("{f}:4: webhooks[1].name: duplicate webhook name \"ops\" (first at line 2)"),
+                    format!("{f}:6: webhooks[2].name: required in a webhooks list (letters, digits, _ and -)"),
+                    format!("{f}:7: webhooks[3].name: invalid name \"two words\" (use letters, digits, _ and -)"),
+                ],
+            ),
+            (
+                format!("webhook:\n  url: https://x.example\n  secret: \"Bearer ${{{UNSET_VAR}}}\"\n"),
+                vec![format!("{f}:3: webhook.secret: environment variable {UNSET_VAR} is not set")],
+            ),
+            (
+                "monitor:\n  host: \"${HOME\"\n".into(),
+                vec![format!(
+                    "{f}:2: monitor.host: unterminated ${{ (close it with }}, or write $${{ for a literal ${{)"
+                )],
+            ),
+            (
+                format!("peers:\n  not-a-key: {{ name: x }}\n  \"AAAA\": {{ name: y }}\n  \"{ALICE}\": {{ nme: z }}\n"),
+                vec![
+                    format!(
+                        "{f}:2: peers.\"not-a-key\": invalid public key (key is not valid base64); \
+                         use the 44-character base64 form `wg show` prints"
+                    ),
+                    format!(
+                        "{f}:3: peers.\"AAAA\": invalid public key (key is 3 bytes long, expected 32); \
+                         use the 44-character base64 form `wg show` prints"
+                    ),
+                    format!("{f}:4: peers.\"{ALICE}\".nme: unknown key (did you mean name?)"),
+                ],
+            ),
+            (
+                "monitor:\n  backend: simulated\n".into(),
+                vec![format!(
+                    "{f}:2: monitor.scenario: required when monitor.backend is simulated (a scenario file)"
+                )],
+            ),
+            (
+                "monitor:\n  backend: kernel\n  scenario: /tmp/s.yaml\n".into(),
+                vec![format!(
+                    "{f}:3: monitor.scenario: only used when monitor.backend is simulated \
+                     (remove it, or set backend: simulated)"
+                )],
+            ),
+            (
+                "monitor:\n  backend: netlink\n  announce_on_start: yes\n".into(),
+                vec![
+                    format!("{f}:2: monitor.backend: invalid value \"netlink\" (use auto, userspace, kernel or simulated)"),
+                    format!("{f}:3: monitor.announce_on_start: invalid value \"yes\" (use connected, all or none)"),
+                ],
+            ),
+            (
+                "monitor:\n  interval: 1s\n  interval: 2s\n".into(),
+                vec![format!("{f}:3: monitor.interval: duplicate key (first at line 2)")],
+            ),
+            (
+                "monitor:\n  interfaces: [\"\", \"a very long interface\", averylonginterfacename]\n  uapi_dirs: []\n".into(),
+                vec![
+                    format!("{f}:2: monitor.interfaces[0]: invalid interface name \"\" (must not be empty)"),
+                    format!(
+                        "{f}:2: monitor.interfaces[1]: invalid interface name \"a very long interface\" \
+                         (interface names contain no spaces or /)"
+                    ),
+                    format!(
+                        "{f}:2: monitor.interfaces[2]: invalid interface name \"averylonginterfacename\" \
+                         (interface names are at most 15 characters)"
+                    ),
+                    format!(
+                        "{f}:3: monitor.uapi_dirs: must name at least one directory (remove the key for the defaults)"
+                    ),
+                ],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n bad: 1\n".into(),
+                vec![format!(
+                    "{f}:3: invalid YAML: while parsing a block mapping, did not find expected key (column 2)"
+                )],
+            ),
+            (
+                "monitor: [wg0\nwebhook: 1\n".into(),
+                vec![format!("{f}:2: invalid YAML: illegal placement of ':' indicator (column 8)")],
+            ),
+            (
+                "monitor: {}\n---\nmonitor: {}\n".into(),
+                vec![format!("{f}:2: only one YAML document is allowed per file")],
+            ),
+        ];
+        for (text, want) in &table {
+            assert_eq!(&error_lines(text), want, "for:\n{text}");
+        }
+    }
+
+    #[test]
+    fn three_errors_are_all_reported_with_their_lines() {
+        let text = "webhook:\n  url: not a url\n  secret: s3cr3t-value\nmonitor:\n  interval: 5x\n  colour: blue\n";
+        let errors = parse(text).unwrap_err();
+        let found: Vec<(Option<usize>, &str)> =
+            errors.0.iter().map(|e| (e.line, e.key.as_str())).collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "webhook.url"),
+                (Some(5), "monitor.interval"),
+                (Some(6), "monitor.colour")
+            ]
+        );
+        assert!(errors.0.iter().all(|e| e.file == Path::new(DEFAULT_PATH)));
+        // Display: one error per line.
+        assert_eq!(errors.to_string().lines().count(), 3);
+        assert!(errors
+            .to_string()
+            .starts_with("/etc/wghook/wghook.yaml:2: webhook.url: invalid URL"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_never_quoted_in_errors() {
+        let secret = Secret::new("s3cr3t-value".into());
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        assert_eq!(format!("{secret}"), "<redacted>");
+        let config = ok("webhook:\n  url: https://x.example\n  secret: s3cr3t-value\n");
+        assert!(!format!("{config:?}").contains("s3cr3t"), "{config:?}");
+
+        for text in [
+            "webhook:\n  url: https://x.example\n  secret: \"s3cr3t-value\\nX-Evil: 1\"\n",
+            "webhook:\n  url: https://x.example\n  secret: [s3cr3t-value]\n",
+            "webhook:\n  url: https://x.example\n  secret: s3cr3t-value\n  authentication: s3cr3t-value\n",
+            "webhook:\n  url: https://x.example\n  secret: \"s3cr3t-value ${WGHOOK_TEST_UNSET_6B1D0E}\"\n",
+            "webhook:\n  url: https://x.example\n  secret: \"s3cr3t-value ${\"\n",
+            "webhook:\n  url: https://x.example\n  authentication: { s3cr3t-value: 1 }\n",
+            "webhook: s3cr3t-value\n",
+            "webhooks: s3cr3t-value\n",
+            "webhooks:\n  - s3cr3t-value\n",
+            "monitor: s3cr3t-value\n",
+            "s3cr3t-value\n",
+        ] {
+            let errors = error_lines(text);
+            assert!(!errors.is_empty());
+            for e in &errors {
+                assert!(!e.contains("s3cr3t"), "secret in {e:?}");
+            }
+        }
+        assert_eq!(
+            error_lines("webhook:\n  url: https://x.example\n  secret: \"s3cr3t-value\\nX-Evil: 1\"\n"),
+            [format!(
+                "{DEFAULT_PATH}:3: webhook.secret: contains characters not allowed in an HTTP header \
+                 (line breaks or other control characters)"
+            )]
+        );
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_followed() {
+        let config = ok(
+            "webhooks:\n  - name: a\n    url: https://a.example\n    secret: &s \"Bearer x\"\n  \
+                         - name: b\n    url: https://b.example\n    secret: *s\n",
+        );
+        assert_eq!(
+            config.webhooks[1].secret.as_ref().map(Secret::expose),
+            Some("Bearer x")
+        );
+    }
+
+    #[test]
+    fn load_names_an_unreadable_file() {
+        let errors = load(Path::new("/nonexistent/wghook.yaml")).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].line, None);
+        assert_eq!(
+            errors.to_string(),
+            "/nonexistent/wghook.yaml: cannot read the configuration file: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn load_checks_that_the_scenario_exists_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("wghook.yaml");
+        std::fs::write(
+            &config_path,
+            "monitor:\n  backend: simulated\n  scenario: s.yaml\n",
+        )
+        .unwrap();
+
+        let errors = load(&config_path).unwrap_err();
+        let scenario = dir.path().join("s.yaml");
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "{}:3: monitor.scenario: cannot read {}: No such file or directory (os error 2)",
+                config_path.display(),
+                scenario.display()
+            )
+        );
+        // parse_str does not look at the file system.
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        assert!(parse_str(&text, &config_path).is_ok());
+
+        std::fs::write(&scenario, "steps: []\n").unwrap();
+        let config = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.monitor.scenario, Some(scenario));
+        assert_eq!(config.path, config_path);
+    }
+
+    #[test]
+    fn the_shipped_example_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wghook.yaml");
+        let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.webhooks.len(), 1);
+        assert_eq!(config.monitor.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn an_error_without_line_or_key_leaves_them_out() {
+        let e = ConfigError {
+            file: PathBuf::from("a.yaml"),
+            line: None,
+            key: "monitor".into(),
+            message: "m".into(),
+        };
+        assert_eq!(e.to_string(), "a.yaml: monitor: m");
+        let e = ConfigError {
+            line: Some(3),
+            key: String::new(),
+            ..e
+        };
+        assert_eq!(e.to_string(), "a.yaml:3: m");
+    }
+}

@@ -36,7 +36,10 @@ pub enum Clock {
     System,
     /// Starts at `start` and advances by `step` per poll, whatever the real
     /// time: lets the demo show minutes of WireGuard life in seconds.
-    Virtual { start: DateTime<Utc>, step: TimeDelta },
+    Virtual {
+        start: DateTime<Utc>,
+        step: TimeDelta,
+    },
 }
 
 /// Knobs for [`run`] that are not configuration.

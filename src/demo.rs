@@ -80,7 +80,12 @@ async fn run_in(scenario: &Scenario, scenario_path: &Path) -> anyhow::Result<usi
         scenario_path.display()
     );
     let mut cfg = config::parse_str(&text, Path::new("<demo>"))?;
-    for (peer, user) in [("alice", "alice"), ("bob", "bob"), ("carol", "carol"), ("dave", "dave")] {
+    for (peer, user) in [
+        ("alice", "alice"),
+        ("bob", "bob"),
+        ("carol", "carol"),
+        ("dave", "dave"),
+    ] {
         cfg.peers.insert(
             key_for(peer),
             PeerLabel {
@@ -113,13 +118,18 @@ async fn run_in(scenario: &Scenario, scenario_path: &Path) -> anyhow::Result<usi
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .context("demo receiver did not stop")???;
-    let seen = received.lock().map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
+    let seen = received
+        .lock()
+        .map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
     println!("\ndemo finished: {} webhooks received", seen.count);
     for (event, n) in &seen.by_event {
         println!("  {event:<20} {n}");
     }
     if seen.bad_auth > 0 {
-        anyhow::bail!("{} webhooks arrived without the configured secret", seen.bad_auth);
+        anyhow::bail!(
+            "{} webhooks arrived without the configured secret",
+            seen.bad_auth
+        );
     }
     Ok(seen.count)
 }

@@ -1,7 +1,32 @@
-//! (being written) The tracker: a pure function from (state, snapshot, now, settings) to (state, events).
+//! The tracker: a pure function from (previous state, snapshot, now, settings)
+//! to (new state, events), implementing the rules of `tracking.md`.
+//!
+//! It never reads the clock and does no I/O; `now` is an argument, so the
+//! same inputs always give the same state and the same events (up to the
+//! random part of event ids). Invariants:
+//! - a peer is connected iff it has a handshake at most `connect_threshold`
+//!   old at `now` (a handshake in the future counts as age 0);
+//! - every transition between two polls is reported exactly once, including
+//!   transitions that happened entirely between two polls (the gap rule, and a
+//!   connect-then-disconnect seen only afterwards);
+//! - interfaces listed as unreadable keep their state and produce no events;
+//! - events of one poll are ordered per interface (by name): interface
+//!   create/update, then peers by public key, then interface delete.
+//!
+//! The state is small and serialisable (versioned) so the outbox can persist
+//! it with the events it produced.
 
-use chrono::TimeDelta;
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{ChangedField, Entity, Event, EventKind, InterfaceInfo, PeerInfo, Session};
+use crate::model::{Interface, Peer, PublicKey, Snapshot};
+
+/// Version of the serialised [`State`]; bumped on incompatible changes.
+pub const STATE_VERSION: u32 = 1;
 
 /// What to report on the very first poll, when there is no saved state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -26,4 +51,1128 @@ pub struct Settings {
     pub announce_on_start: Announce,
     /// Host name stamped on every event.
     pub host: String,
+}
+
+/// Everything the tracker remembers between polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    /// By interface name.
+    pub interfaces: BTreeMap<String, InterfaceState>,
+}
+
+/// What the tracker remembers of one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceState {
+    /// The interface as last seen (without peers).
+    pub info: InterfaceInfo,
+    /// Sequence number of the interface's last event (0: none yet).
+    pub sequence: u64,
+    pub peers: HashMap<PublicKey, PeerState>,
+}
+
+/// What the tracker remembers of one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerState {
+    /// The peer as last seen.
+    pub peer: Peer,
+    pub connected: bool,
+    /// The handshake that started the current session (when connected).
+    pub session_start: Option<DateTime<Utc>>,
+    /// Counter values the current session's byte counts are measured from.
+    pub rx_base: u64,
+    pub tx_base: u64,
+    /// When wghook first saw the peer.
+    pub created_at: DateTime<Utc>,
+    /// When wghook last saw its configuration change.
+    pub updated_at: DateTime<Utc>,
+    /// Sequence number of the peer's last event (0: none yet).
+    pub sequence: u64,
+}
+
+impl State {
+    /// A state with no interfaces.
+    pub fn empty() -> Self {
+        State {
+            version: STATE_VERSION,
+            interfaces: BTreeMap::new(),
+        }
+    }
+
+    /// Number of peers tracked over all interfaces.
+    pub fn peer_count(&self) -> usize {
+        self.interfaces.values().map(|i| i.peers.len()).sum()
+    }
+
+    /// Number of peers currently connected.
+    pub fn connected_count(&self) -> usize {
+        self.interfaces
+            .values()
+            .flat_map(|i| i.peers.values())
+            .filter(|p| p.connected)
+            .count()
+    }
+
+    /// Whether the tracker considers the peer connected (false if unknown).
+    pub fn is_peer_connected(&self, interface: &str, key: &PublicKey) -> bool {
+        self.interfaces
+            .get(interface)
+            .and_then(|i| i.peers.get(key))
+            .is_some_and(|p| p.connected)
+    }
+}
+
+/// True iff a handshake exists and is at most `threshold` old at `now`.
+/// A handshake in the future (clock skew) counts as age 0.
+pub fn is_connected(
+    handshake: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    threshold: TimeDelta,
+) -> bool {
+    match handshake {
+        Some(hs) => now.signed_duration_since(hs) <= threshold,
+        None => false,
+    }
+}
+
+/// Compares the snapshot with the previous state and returns the new state and
+/// the events that describe the difference, in delivery order.
+///
+/// `prev == None` is the very first start: `settings.announce_on_start` says
+/// what is reported. A saved state from before a restart is passed as `prev`
+/// like any other previous poll.
+pub fn track(
+    prev: Option<State>,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> (State, Vec<Event>) {
+    let first_start = prev.is_none();
+    let mut old = prev.unwrap_or_else(State::empty).interfaces;
+    let mut emit = Emitter::new(now, settings);
+    let mut next = BTreeMap::new();
+
+    for iface in &snapshot.interfaces {
+        let state = match old.remove(&iface.name) {
+            Some(existing) => update_interface(existing, iface, &mut emit),
+            None if first_start => baseline_interface(iface, &mut emit),
+            None => new_interface(iface, &mut emit),
+        };
+        next.insert(iface.name.clone(), state);
+    }
+    for (name, state) in old {
+        if snapshot.unreadable.iter().any(|u| *u == name) {
+            next.insert(name, state);
+        } else {
+            vanished_interface(state, &mut emit);
+        }
+    }
+
+    let state = State {
+        version: STATE_VERSION,
+        interfaces: next,
+    };
+    (state, emit.finish())
+}
+
+/// Where an event goes in the poll's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    InterfaceFirst,
+    Peer(PublicKey),
+    InterfaceLast,
+}
+
+/// Builds events with ids, sequence numbers and their place in the order.
+struct Emitter<'a> {
+    now: DateTime<Utc>,
+    settings: &'a Settings,
+    threshold: TimeDelta,
+    counter: u32,
+    out: Vec<(String, Slot, Event)>,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(now: DateTime<Utc>, settings: &'a Settings) -> Self {
+        Emitter {
+            now,
+            settings,
+            threshold: settings.connect_threshold,
+            counter: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// A UUIDv7 with `now`'s millisecond and a per-poll counter in the bits
+    /// after it, so the ids of one poll sort in emission order.
+    fn next_id(&mut self) -> Uuid {
+        let millis = u64::try_from(self.now.timestamp_millis()).unwrap_or(0);
+        let c = self.counter;
+        self.counter = self.counter.wrapping_add(1);
+        let random: [u8; 6] = rand::random();
+        // Layout after the builder masks version (high nibble of byte 0) and
+        // variant (top two bits of byte 2): 4 + 8 + 6 + 8 = 26 counter bits.
+        let bytes = [
+            ((c >> 22) & 0x0f) as u8,
+            (c >> 14) as u8,
+            ((c >> 8) & 0x3f) as u8,
+            c as u8,
+            random[0],
+            random[1],
+            random[2],
+            random[3],
+            random[4],
+            random[5],
+        ];
+        uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+    }
+
+    fn interface_event(
+        &mut self,
+        iface: &mut InterfaceState,
+        kind: EventKind,
+        changed: Vec<ChangedField>,
+    ) {
+        iface.sequence += 1;
+        let slot = if kind == EventKind::Delete {
+            Slot::InterfaceLast
+        } else {
+            Slot::InterfaceFirst
+        };
+        let event = Event {
+            id: Uuid::nil(), // assigned in delivery order by `finish`
+            kind,
+            entity: Entity::Interface,
+            time: self.now,
+            host: self.settings.host.clone(),
+            sequence: iface.sequence,
+            interface: iface.info.clone(),
+            peer: None,
+            changed,
+            session: None,
+        };
+        self.out.push((iface.info.name.clone(), slot, event));
+    }
+
+    fn peer_event(
+        &mut self,
+        info: &InterfaceInfo,
+        peer: &mut PeerState,
+        kind: EventKind,
+        time: DateTime<Utc>,
+        changed: Vec<ChangedField>,
+        session: Option<Session>,
+    ) {
+        peer.sequence += 1;
+        let event = Event {
+            id: Uuid::nil(), // assigned in delivery order by `finish`
+            kind,
+            entity: Entity::Peer,
+            time,
+            host: self.settings.host.clone(),
+            sequence: peer.sequence,
+            interface: info.clone(),
+            peer: Some(PeerInfo {
+                peer: peer.peer.clone(),
+                created_at: peer.created_at,
+                updated_at: peer.updated_at,
+                pingable: false,
+                last_ping: None,
+            }),
+            changed,
+            session,
+        };
+        self.out
+            .push((info.name.clone(), Slot::Peer(peer.peer.public_key), event));
+    }
+
+    /// Emits `connect` for a session starting at `start` with the given bases.
+    fn connect(&mut self, info: &InterfaceInfo, p: &mut PeerState, start: DateTime<Utc>) {
+        p.connected = true;
+        p.session_start = Some(start);
+        let session = Session {
+            started_at: start,
+            ended_at: None,
+            rx_bytes: p.peer.rx_bytes.saturating_sub(p.rx_base),
+            tx_bytes: p.peer.tx_bytes.saturating_sub(p.tx_base),
+        };
+        self.peer_event(
+            info,
+            p,
+            EventKind::Connect,
+            start,
+            Vec::new(),
+            Some(session),
+        );
+    }
+
+    /// Emits `disconnect` for the current session, ended at `end`.
+    fn disconnect(&mut self, info: &InterfaceInfo, p: &mut PeerState, end: DateTime<Utc>) {
+        let session = Session {
+            started_at: p.session_start.unwrap_or(end),
+            ended_at: Some(end),
+            rx_bytes: p.peer.rx_bytes.saturating_sub(p.rx_base),
+            tx_bytes: p.peer.tx_bytes.saturating_sub(p.tx_base),
+        };
+        p.connected = false;
+        p.session_start = None;
+        self.peer_event(
+            info,
+            p,
+            EventKind::Disconnect,
+            end,
+            Vec::new(),
+            Some(session),
+        );
+    }
+
+    /// Events in delivery order: by interface name, then slot; stable within
+    /// a slot, so a peer's own events keep their emission order.
+    fn finish(mut self) -> Vec<Event> {
+        self.out
+            .sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let out = std::mem::take(&mut self.out);
+        out.into_iter()
+            .map(|(_, _, mut e)| {
+                e.id = self.next_id();
+                e
+            })
+            .collect()
+    }
+}
+
+fn interface_info(iface: &Interface, created_at: DateTime<Utc>) -> InterfaceInfo {
+    InterfaceInfo {
+        name: iface.name.clone(),
+        public_key: iface.public_key,
+        listen_port: iface.listen_port,
+        fwmark: iface.fwmark,
+        driver: iface.driver,
+        addresses: iface.addresses.clone(),
+        mtu: iface.mtu,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn new_peer_state(peer: &Peer, now: DateTime<Utc>, base_now: bool) -> PeerState {
+    PeerState {
+        peer: peer.clone(),
+        connected: false,
+        session_start: None,
+        rx_base: if base_now { peer.rx_bytes } else { 0 },
+        tx_base: if base_now { peer.tx_bytes } else { 0 },
+        created_at: now,
+        updated_at: now,
+        sequence: 0,
+    }
+}
+
+/// First start: set the baseline, announcing as configured.
+fn baseline_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
+    let now = emit.now;
+    let announce = emit.settings.announce_on_start;
+    let mut state = InterfaceState {
+        info: interface_info(iface, now),
+        sequence: 0,
+        peers: HashMap::with_capacity(iface.peers.len()),
+    };
+    if announce == Announce::All {
+        emit.interface_event(&mut state, EventKind::Create, Vec::new());
+    }
+    for peer in &iface.peers {
+        // The session's start is unknown: count bytes from now.
+        let mut p = new_peer_state(peer, now, true);
+        if announce == Announce::All {
+            emit.peer_event(
+                &state.info,
+                &mut p,
+                EventKind::Create,
+                now,
+                Vec::new(),
+                None,
+            );
+        }
+        if is_connected(peer.last_handshake, now, emit.threshold) {
+            let start = peer.last_handshake.unwrap_or(now);
+            if announce == Announce::None {
+                p.connected = true;
+                p.session_start = Some(start);
+            } else {
+                emit.connect(&state.info, &mut p, start);
+            }
+        }
+        state.peers.insert(peer.public_key, p);
+    }
+    state
+}
+
+/// An interface not in the previous state: `create`, then its peers.
+fn new_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
+    let mut state = InterfaceState {
+        info: interface_info(iface, emit.now),
+        sequence: 0,
+        peers: HashMap::with_capacity(iface.peers.len()),
+    };
+    emit.interface_event(&mut state, EventKind::Create, Vec::new());
+    for peer in &iface.peers {
+        let p = new_peer(&state.info, peer, emit);
+        state.peers.insert(peer.public_key, p);
+    }
+    state
+}
+
+/// An interface gone from the host: each peer's `disconnect` (if connected)
+/// and `delete`, then the interface's `delete`.
+fn vanished_interface(mut state: InterfaceState, emit: &mut Emitter) {
+    let peers = std::mem::take(&mut state.peers);
+    for (_, p) in peers {
+        vanished_peer(&state.info, p, emit);
+    }
+    state.info.updated_at = emit.now;
+    emit.interface_event(&mut state, EventKind::Delete, Vec::new());
+}
+
+/// An interface seen in both: its own changes, then each peer.
+fn update_interface(
+    mut state: InterfaceState,
+    iface: &Interface,
+    emit: &mut Emitter,
+) -> InterfaceState {
+    let mut changed = Vec::new();
+    if state.info.listen_port != iface.listen_port {
+        changed.push(ChangedField::ListenPort);
+    }
+    if state.info.public_key != iface.public_key {
+        changed.push(ChangedField::PublicKey);
+    }
+    if state.info.fwmark != iface.fwmark {
+        changed.push(ChangedField::Fwmark);
+    }
+    let created_at = state.info.created_at;
+    let updated_at = if changed.is_empty() {
+        state.info.updated_at
+    } else {
+        emit.now
+    };
+    if state.info.listen_port != iface.listen_port
+        || state.info.public_key != iface.public_key
+        || state.info.fwmark != iface.fwmark
+        || state.info.driver != iface.driver
+        || state.info.addresses != iface.addresses
+        || state.info.mtu != iface.mtu
+    {
+        state.info = InterfaceInfo {
+            updated_at,
+            ..interface_info(iface, created_at)
+        };
+    }
+    if !changed.is_empty() {
+        emit.interface_event(&mut state, EventKind::Update, changed);
+    }
+
+    let mut old = std::mem::take(&mut state.peers);
+    let mut peers = HashMap::with_capacity(iface.peers.len());
+    for peer in &iface.peers {
+        let p = match old.remove(&peer.public_key) {
+            Some(p) => update_peer(&state.info, p, peer, emit),
+            None => new_peer(&state.info, peer, emit),
+        };
+        peers.insert(peer.public_key, p);
+    }
+    for (_, p) in old {
+        vanished_peer(&state.info, p, emit);
+    }
+    state.peers = peers;
+    state
+}
+
+/// A peer not seen before (on a known or new interface): `create`, then its
+/// connection history as far as the snapshot shows it.
+fn new_peer(info: &InterfaceInfo, peer: &Peer, emit: &mut Emitter) -> PeerState {
+    let now = emit.now;
+    let mut p = new_peer_state(peer, now, false);
+    emit.peer_event(info, &mut p, EventKind::Create, now, Vec::new(), None);
+    if let Some(hs) = peer.last_handshake {
+        emit.connect(info, &mut p, hs);
+        if !is_connected(Some(hs), now, emit.threshold) {
+            // Connected and gone again before this poll saw it.
+            emit.disconnect(info, &mut p, hs + emit.threshold);
+        }
+    }
+    p
+}
+
+/// A peer gone from its interface: `disconnect` if connected, then `delete`.
+fn vanished_peer(info: &InterfaceInfo, mut p: PeerState, emit: &mut Emitter) {
+    let now = emit.now;
+    if p.connected {
+        let end = session_end(p.peer.last_handshake, now, emit.threshold);
+        emit.disconnect(info, &mut p, end);
+    }
+    emit.peer_event(info, &mut p, EventKind::Delete, now, Vec::new(), None);
+}
+
+/// When a session whose last handshake is `hs` ended, if it ended by `now`:
+/// the moment it aged out, or `now` if it was cut short.
+fn session_end(
+    hs: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    threshold: TimeDelta,
+) -> DateTime<Utc> {
+    hs.map_or(now, |hs| (hs + threshold).min(now))
+}
+
+/// A peer seen in both polls: configuration `update`, then connection changes.
+fn update_peer(
+    info: &InterfaceInfo,
+    mut p: PeerState,
+    peer: &Peer,
+    emit: &mut Emitter,
+) -> PeerState {
+    let now = emit.now;
+    let threshold = emit.threshold;
+
+    let mut changed = Vec::new();
+    // The first endpoint a peer reports comes with its first handshake and is
+    // part of that `connect`; a change of a known endpoint is roaming.
+    if emit.settings.endpoint_updates
+        && p.peer.endpoint.is_some()
+        && p.peer.endpoint != peer.endpoint
+    {
+        changed.push(ChangedField::Endpoint);
+    }
+    if p.peer.allowed_ips != peer.allowed_ips {
+        changed.push(ChangedField::AllowedIps);
+    }
+    if p.peer.persistent_keepalive != peer.persistent_keepalive {
+        changed.push(ChangedField::PersistentKeepalive);
+    }
+    if p.peer.has_preshared_key != peer.has_preshared_key {
+        changed.push(ChangedField::PresharedKey);
+    }
+
+    let old_hs = p.peer.last_handshake;
+    let new_hs = peer.last_handshake;
+    let rx_reset = peer.rx_bytes < p.peer.rx_bytes;
+    let tx_reset = peer.tx_bytes < p.peer.tx_bytes;
+    let reset = rx_reset || tx_reset || new_hs < old_hs;
+    let advanced = new_hs > old_hs;
+    // Bases of a session that starts between the previous poll and this one:
+    // the previous counters, or zero for a counter that restarted.
+    let rx_base = if rx_reset { 0 } else { p.peer.rx_bytes };
+    let tx_base = if tx_reset { 0 } else { p.peer.tx_bytes };
+    let connected_now = is_connected(new_hs, now, threshold);
+
+    // Until the connection logic runs, the state describes the previous poll
+    // except for the fields an update event shows.
+    if !changed.is_empty() {
+        p.updated_at = now;
+        p.peer.endpoint = peer.endpoint;
+        p.peer.allowed_ips.clone_from(&peer.allowed_ips);
+        p.peer.persistent_keepalive = peer.persistent_keepalive;
+        p.peer.has_preshared_key = peer.has_preshared_key;
+        emit.peer_event(info, &mut p, EventKind::Update, now, changed, None);
+    }
+
+    if p.connected {
+        let gap = match (old_hs, new_hs) {
+            (Some(old), Some(new)) => new.signed_duration_since(old) > threshold,
+            _ => false,
+        };
+        if gap {
+            // Down in between: the old session ended when it aged out.
+            let end = session_end(old_hs, now, threshold);
+            emit.disconnect(info, &mut p, end);
+            refresh(&mut p, peer);
+            p.rx_base = rx_base;
+            p.tx_base = tx_base;
+            let start = new_hs.unwrap_or(now);
+            emit.connect(info, &mut p, start);
+            if !connected_now {
+                emit.disconnect(info, &mut p, start + threshold);
+            }
+        } else if reset {
+            if connected_now {
+                // Counters or handshake restarted: a new session, no pair.
+                refresh(&mut p, peer);
+                p.rx_base = rx_base;
+                p.tx_base = tx_base;
+                p.session_start = new_hs;
+            } else {
+                let end = session_end(old_hs, now, threshold);
+                emit.disconnect(info, &mut p, end);
+                refresh(&mut p, peer);
+                p.rx_base = rx_base;
+                p.tx_base = tx_base;
+            }
+        } else if !connected_now {
+            refresh(&mut p, peer);
+            let end = session_end(new_hs, now, threshold);
+            emit.disconnect(info, &mut p, end);
+        } else {
+            refresh(&mut p, peer);
+        }
+    } else {
+        p.rx_base = rx_base;
+        p.tx_base = tx_base;
+        refresh(&mut p, peer);
+        if connected_now {
+            emit.connect(info, &mut p, new_hs.unwrap_or(now));
+        } else if advanced {
+            // Connected and gone again between two polls.
+            if let Some(hs) = new_hs {
+                emit.connect(info, &mut p, hs);
+                emit.disconnect(info, &mut p, hs + threshold);
+            }
+        }
+    }
+    p
+}
+
+/// Copies the fast-changing fields without reallocating the peer.
+fn refresh(p: &mut PeerState, peer: &Peer) {
+    p.peer.last_handshake = peer.last_handshake;
+    p.peer.rx_bytes = peer.rx_bytes;
+    p.peer.tx_bytes = peer.tx_bytes;
+    p.peer.endpoint = peer.endpoint;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DriverKind;
+
+    const T0: i64 = 1_767_607_200; // 2026-01-05T10:00:00Z
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(T0 + secs, 0).unwrap()
+    }
+
+    fn key(n: u8) -> PublicKey {
+        PublicKey([n; 32])
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            connect_threshold: TimeDelta::seconds(180),
+            endpoint_updates: true,
+            announce_on_start: Announce::Connected,
+            host: "vpn1".into(),
+        }
+    }
+
+    fn peer(n: u8, hs: Option<i64>, rx: u64, tx: u64) -> Peer {
+        Peer {
+            public_key: key(n),
+            endpoint: Some(format!("198.51.100.{n}:51820").parse().unwrap()),
+            allowed_ips: vec![format!("10.8.0.{n}/32").parse().unwrap()],
+            persistent_keepalive: 0,
+            has_preshared_key: false,
+            last_handshake: hs.map(at),
+            rx_bytes: rx,
+            tx_bytes: tx,
+        }
+    }
+
+    fn iface(name: &str, peers: Vec<Peer>) -> Interface {
+        Interface {
+            name: name.into(),
+            public_key: Some(key(200)),
+            listen_port: 51820,
+            fwmark: 0,
+            driver: DriverKind::Userspace,
+            addresses: Vec::new(),
+            mtu: None,
+            peers,
+        }
+    }
+
+    fn snap(interfaces: Vec<Interface>) -> Snapshot {
+        let mut s = Snapshot {
+            interfaces,
+            unreadable: Vec::new(),
+        };
+        s.normalize();
+        s
+    }
+
+    /// `entity.kind:identifier` of each event, for compact assertions.
+    fn names(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| {
+                let who = match &e.peer {
+                    Some(p) => format!("{}", p.peer.public_key.0[0]),
+                    None => e.interface.name.clone(),
+                };
+                format!("{}:{}", e.filter_name(), who)
+            })
+            .collect()
+    }
+
+    /// Baseline with `announce_on_start: none`, then one more poll.
+    fn step(
+        first: &Snapshot,
+        first_at: i64,
+        second: &Snapshot,
+        second_at: i64,
+    ) -> (State, Vec<Event>) {
+        let quiet = Settings {
+            announce_on_start: Announce::None,
+            ..settings()
+        };
+        let (state, events) = track(None, first, at(first_at), &quiet);
+        assert!(events.is_empty());
+        track(Some(state), second, at(second_at), &settings())
+    }
+
+    #[test]
+    fn connected_iff_handshake_within_threshold() {
+        let thr = TimeDelta::seconds(180);
+        assert!(is_connected(Some(at(0)), at(180), thr));
+        assert!(!is_connected(Some(at(0)), at(181), thr));
+        assert!(
+            is_connected(Some(at(500)), at(0), thr),
+            "future counts as age 0"
+        );
+        assert!(!is_connected(None, at(0), thr));
+    }
+
+    #[test]
+    fn first_start_connected_announces_connected_peers_only() {
+        let s = snap(vec![iface(
+            "wg0",
+            vec![
+                peer(1, Some(-10), 5, 6),
+                peer(2, None, 0, 0),
+                peer(3, Some(-400), 0, 0),
+            ],
+        )]);
+        let (state, events) = track(None, &s, at(0), &settings());
+        assert_eq!(names(&events), ["peer.connect:1"]);
+        let session = events[0].session.unwrap();
+        assert_eq!(session.started_at, at(-10));
+        assert_eq!(events[0].time, at(-10));
+        assert_eq!(
+            (session.rx_bytes, session.tx_bytes),
+            (0, 0),
+            "bytes counted from now"
+        );
+        assert_eq!(state.connected_count(), 1);
+        assert_eq!(state.peer_count(), 3);
+    }
+
+    #[test]
+    fn first_start_all_creates_everything_then_connects() {
+        let s = snap(vec![iface(
+            "wg0",
+            vec![peer(2, None, 0, 0), peer(1, Some(-10), 0, 0)],
+        )]);
+        let all = Settings {
+            announce_on_start: Announce::All,
+            ..settings()
+        };
+        let (_, events) = track(None, &s, at(0), &all);
+        assert_eq!(
+            names(&events),
+            [
+                "interface.create:wg0",
+                "peer.create:1",
+                "peer.connect:1",
+                "peer.create:2"
+            ]
+        );
+    }
+
+    #[test]
+    fn first_start_none_is_silent_but_remembers_connections() {
+        let s = snap(vec![iface("wg0", vec![peer(1, Some(-10), 0, 0)])]);
+        let (state, events) = step(&s, 0, &s, 169);
+        assert!(events.is_empty());
+        assert!(state.is_peer_connected("wg0", &key(1)));
+        let (_, events) = track(Some(state), &s, at(171), &settings());
+        assert_eq!(names(&events), ["peer.disconnect:1"]);
+        assert_eq!(events[0].time, at(170), "ends when the handshake aged out");
+    }
+
+    #[test]
+    fn new_handshake_connects_and_aging_disconnects_with_session_figures() {
+        let before = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(3), 1860, 10824)])]);
+        let (state, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.connect:1"]);
+        assert_eq!(events[0].time, at(3));
+        let s = events[0].session.unwrap();
+        assert_eq!((s.started_at, s.ended_at), (at(3), None));
+        assert_eq!((s.rx_bytes, s.tx_bytes), (1860, 10824));
+
+        let later = snap(vec![iface("wg0", vec![peer(1, Some(3), 5000, 20000)])]);
+        let (state, events) = track(Some(state), &later, at(183), &settings());
+        assert!(events.is_empty(), "180 s is still connected");
+        let (state, events) = track(Some(state), &later, at(184), &settings());
+        assert_eq!(names(&events), ["peer.disconnect:1"]);
+        assert_eq!(events[0].time, at(183));
+        let s = events[0].session.unwrap();
+        assert_eq!((s.started_at, s.ended_at), (at(3), Some(at(183))));
+        assert_eq!((s.rx_bytes, s.tx_bytes), (5000, 20000));
+        assert!(!state.is_peer_connected("wg0", &key(1)));
+    }
+
+    #[test]
+    fn rehandshakes_within_threshold_never_flap() {
+        let mut state = None;
+        let mut all = Vec::new();
+        // A handshake every 120 s, polled every 5 s for an hour.
+        for t in (0..3600).step_by(5) {
+            let hs = t - t % 120;
+            let s = snap(vec![iface(
+                "wg0",
+                vec![peer(1, Some(hs), t as u64, t as u64)],
+            )]);
+            let (next, events) = track(state, &s, at(t), &settings());
+            state = Some(next);
+            all.extend(events);
+        }
+        assert_eq!(names(&all), ["peer.connect:1"]);
+    }
+
+    #[test]
+    fn gap_rule_reports_the_downtime_between_two_handshakes() {
+        let before = snap(vec![iface("wg0", vec![peer(1, Some(0), 100, 100)])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(500), 300, 400)])]);
+        let (_, events) = step(&before, 0, &after, 510);
+        assert_eq!(names(&events), ["peer.disconnect:1", "peer.connect:1"]);
+        assert_eq!(events[0].time, at(180));
+        assert_eq!(events[0].session.unwrap().ended_at, Some(at(180)));
+        assert_eq!(events[1].time, at(500));
+        let s = events[1].session.unwrap();
+        assert_eq!(
+            (s.rx_bytes, s.tx_bytes),
+            (200, 300),
+            "from the previous counters"
+        );
+        assert!(events[0].sequence < events[1].sequence);
+    }
+
+    #[test]
+    fn gap_rule_across_a_restart_uses_the_saved_state() {
+        let before = snap(vec![iface("wg0", vec![peer(1, Some(0), 0, 0)])]);
+        let (state, _) = track(None, &before, at(0), &settings());
+        let saved = serde_json::to_string(&state).unwrap();
+        let restored: State = serde_json::from_str(&saved).unwrap();
+        assert_eq!(restored, state);
+        // Daemon down for an hour; the peer re-connected 10 s ago.
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(3590), 0, 0)])]);
+        let (_, events) = track(Some(restored), &after, at(3600), &settings());
+        assert_eq!(names(&events), ["peer.disconnect:1", "peer.connect:1"]);
+    }
+
+    #[test]
+    fn connect_and_disconnect_between_two_polls_are_both_reported() {
+        let before = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(100), 10, 10)])]);
+        let (state, events) = step(&before, 0, &after, 1000);
+        assert_eq!(names(&events), ["peer.connect:1", "peer.disconnect:1"]);
+        assert_eq!(events[0].time, at(100));
+        assert_eq!(events[1].time, at(280));
+        assert!(!state.is_peer_connected("wg0", &key(1)));
+        let (_, events) = track(Some(state), &after, at(1005), &settings());
+        assert!(events.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn counter_reset_restarts_the_session_without_events() {
+        let before = snap(vec![iface("wg0", vec![peer(1, Some(0), 1000, 1000)])]);
+        let reset = snap(vec![iface("wg0", vec![peer(1, Some(10), 50, 60)])]);
+        let (state, events) = step(&before, 0, &reset, 12);
+        assert!(events.is_empty(), "{:?}", names(&events));
+        let p = &state.interfaces["wg0"].peers[&key(1)];
+        assert!(p.connected);
+        assert_eq!(p.session_start, Some(at(10)), "LastSessionStart moves");
+        let (_, events) = track(Some(state), &reset, at(300), &settings());
+        let s = events[0].session.unwrap();
+        assert_eq!(s.started_at, at(10));
+        assert_eq!(
+            (s.rx_bytes, s.tx_bytes),
+            (50, 60),
+            "measured from the reset"
+        );
+    }
+
+    #[test]
+    fn handshake_going_to_never_while_connected_disconnects() {
+        let before = snap(vec![iface("wg0", vec![peer(1, Some(0), 10, 10)])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let (_, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.disconnect:1"]);
+        assert_eq!(events[0].time, at(5));
+    }
+
+    #[test]
+    fn peer_appears_connected_and_vanishes() {
+        let empty = snap(vec![iface("wg0", vec![])]);
+        let added = snap(vec![iface("wg0", vec![peer(1, Some(4), 0, 0)])]);
+        let (state, events) = step(&empty, 0, &added, 5);
+        assert_eq!(names(&events), ["peer.create:1", "peer.connect:1"]);
+        assert_eq!(events[0].sequence, 1);
+        assert_eq!(events[1].sequence, 2);
+        let (state, events) = track(Some(state), &empty, at(10), &settings());
+        assert_eq!(names(&events), ["peer.disconnect:1", "peer.delete:1"]);
+        assert_eq!(events[0].time, at(10), "cut short by the removal");
+        assert_eq!(events[1].sequence, 4);
+        assert_eq!(state.peer_count(), 0);
+    }
+
+    #[test]
+    fn config_changes_give_updates_with_changed_fields() {
+        let before = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let mut p = peer(1, None, 0, 0);
+        p.allowed_ips.push("10.9.0.0/24".parse().unwrap());
+        p.persistent_keepalive = 25;
+        p.has_preshared_key = true;
+        p.endpoint = Some("203.0.113.9:4000".parse().unwrap());
+        let after = snap(vec![iface("wg0", vec![p.clone()])]);
+        let (state, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.update:1"]);
+        assert_eq!(
+            events[0].changed,
+            [
+                ChangedField::Endpoint,
+                ChangedField::AllowedIps,
+                ChangedField::PersistentKeepalive,
+                ChangedField::PresharedKey
+            ]
+        );
+        assert_eq!(
+            events[0].peer.as_ref().unwrap().peer,
+            p,
+            "shows the new config"
+        );
+        assert_eq!(events[0].peer.as_ref().unwrap().updated_at, at(5));
+        let (_, events) = track(Some(state), &after, at(10), &settings());
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn first_endpoint_comes_with_connect_not_update() {
+        let mut fresh = peer(1, None, 0, 0);
+        fresh.endpoint = None;
+        let before = snap(vec![iface("wg0", vec![fresh])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(4), 0, 0)])]);
+        let (_, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.connect:1"]);
+        let shown = events[0].peer.as_ref().unwrap().peer.endpoint;
+        assert_eq!(shown, Some("198.51.100.1:51820".parse().unwrap()));
+    }
+
+    #[test]
+    fn roaming_can_be_ignored() {
+        let before = snap(vec![iface("wg0", vec![peer(1, Some(0), 0, 0)])]);
+        let mut p = peer(1, Some(0), 0, 0);
+        p.endpoint = Some("203.0.113.9:4000".parse().unwrap());
+        let after = snap(vec![iface("wg0", vec![p])]);
+        let quiet = Settings {
+            endpoint_updates: false,
+            announce_on_start: Announce::None,
+            ..settings()
+        };
+        let (state, _) = track(None, &before, at(0), &quiet);
+        let (state, events) = track(Some(state), &after, at(5), &quiet);
+        assert!(events.is_empty());
+        let endpoint = state.interfaces["wg0"].peers[&key(1)].peer.endpoint;
+        assert_eq!(
+            endpoint,
+            Some("203.0.113.9:4000".parse().unwrap()),
+            "still tracked"
+        );
+    }
+
+    #[test]
+    fn interface_lifecycle_and_order_within_a_poll() {
+        let empty = snap(vec![]);
+        let mut wg1 = iface("wg1", vec![peer(2, Some(1), 0, 0), peer(1, None, 0, 0)]);
+        let wg0 = iface("wg0", vec![peer(9, None, 0, 0)]);
+        let (state, events) = step(&empty, 0, &snap(vec![wg1.clone(), wg0.clone()]), 5);
+        assert_eq!(
+            names(&events),
+            [
+                "interface.create:wg0",
+                "peer.create:9",
+                "interface.create:wg1",
+                "peer.create:1",
+                "peer.create:2",
+                "peer.connect:2"
+            ]
+        );
+        let mut ids: Vec<_> = events.iter().map(|e| e.id).collect();
+        let sorted = ids.clone();
+        ids.sort();
+        assert_eq!(ids, sorted, "ids are time-ordered within a poll");
+
+        wg1.listen_port = 51900;
+        wg1.fwmark = 7;
+        let (state, events) = track(
+            Some(state),
+            &snap(vec![wg1, wg0.clone()]),
+            at(10),
+            &settings(),
+        );
+        assert_eq!(names(&events), ["interface.update:wg1"]);
+        assert_eq!(
+            events[0].changed,
+            [ChangedField::ListenPort, ChangedField::Fwmark]
+        );
+        assert_eq!(events[0].interface.listen_port, 51900);
+        assert_eq!(events[0].sequence, 2);
+
+        let (state, events) = track(Some(state), &snap(vec![wg0]), at(15), &settings());
+        assert_eq!(
+            names(&events),
+            [
+                "peer.delete:1",
+                "peer.disconnect:2",
+                "peer.delete:2",
+                "interface.delete:wg1"
+            ]
+        );
+        assert_eq!(state.interfaces.len(), 1);
+    }
+
+    #[test]
+    fn unreadable_interface_keeps_its_state() {
+        let s = snap(vec![iface("wg0", vec![peer(1, Some(0), 0, 0)])]);
+        let (state, _) = track(None, &s, at(0), &settings());
+        let blind = Snapshot {
+            interfaces: Vec::new(),
+            unreadable: vec!["wg0".into()],
+        };
+        let (state, events) = track(Some(state), &blind, at(5), &settings());
+        assert!(events.is_empty());
+        assert!(state.is_peer_connected("wg0", &key(1)));
+        let (_, events) = track(Some(state), &s, at(10), &settings());
+        assert!(events.is_empty(), "nothing reported twice");
+    }
+
+    #[test]
+    fn events_carry_host_and_no_secrets() {
+        let empty = snap(vec![iface("wg0", vec![])]);
+        let mut p = peer(1, None, 0, 0);
+        p.has_preshared_key = true;
+        let (_, events) = step(&empty, 0, &snap(vec![iface("wg0", vec![p])]), 5);
+        assert_eq!(events[0].host, "vpn1");
+        assert_eq!(events[0].time, at(5));
+        let json = serde_json::to_string(&events[0]).unwrap();
+        assert!(json.contains("\"has_preshared_key\":true"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        /// One peer of a pool of 6, on one of 2 interfaces: present or not,
+        /// handshake offset from now (or never), counters.
+        fn peer_strategy() -> impl Strategy<Value = Option<(Option<i64>, u64, u64, u8)>> {
+            proptest::option::of((
+                proptest::option::of(0i64..600),
+                0u64..1000,
+                0u64..1000,
+                0u8..3,
+            ))
+        }
+
+        fn snapshot_strategy(
+        ) -> impl Strategy<Value = (Vec<bool>, Vec<Option<(Option<i64>, u64, u64, u8)>>)> {
+            (
+                proptest::collection::vec(any::<bool>(), 2),
+                proptest::collection::vec(peer_strategy(), 6),
+            )
+        }
+
+        fn build(
+            now: i64,
+            spec: &(Vec<bool>, Vec<Option<(Option<i64>, u64, u64, u8)>>),
+        ) -> Snapshot {
+            let (ifaces, peers) = spec;
+            let mut out = Vec::new();
+            for (i, present) in ifaces.iter().enumerate() {
+                if !present {
+                    continue;
+                }
+                let mut list = Vec::new();
+                for (n, p) in peers.iter().enumerate() {
+                    if n % 2 != i {
+                        continue;
+                    }
+                    if let Some((age, rx, tx, ka)) = p {
+                        let mut peer = peer(n as u8, age.map(|a| now - a), *rx, *tx);
+                        peer.persistent_keepalive = u16::from(*ka) * 25;
+                        list.push(peer);
+                    }
+                }
+                out.push(iface(&format!("wg{i}"), list));
+            }
+            snap(out)
+        }
+
+        fn connected_in(s: &Snapshot, now: i64) -> BTreeSet<(String, u8)> {
+            s.interfaces
+                .iter()
+                .flat_map(|i| {
+                    i.peers
+                        .iter()
+                        .filter(|p| {
+                            is_connected(p.last_handshake, at(now), TimeDelta::seconds(180))
+                        })
+                        .map(|p| (i.name.clone(), p.public_key.0[0]))
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn identical_snapshots_give_no_events(spec in snapshot_strategy(), announce in 0..3u8) {
+                let settings = Settings {
+                    announce_on_start: [Announce::Connected, Announce::All, Announce::None][announce as usize],
+                    ..settings()
+                };
+                let s = build(0, &spec);
+                let (state, _) = track(None, &s, at(0), &settings);
+                let (state2, events) = track(Some(state.clone()), &s, at(0), &settings);
+                prop_assert!(events.is_empty(), "{:?}", names(&events));
+                prop_assert_eq!(state2, state);
+            }
+
+            #[test]
+            fn replaying_events_reproduces_the_connected_set(
+                specs in proptest::collection::vec((snapshot_strategy(), 1i64..400), 1..8)
+            ) {
+                let mut state = None;
+                let mut replay: BTreeSet<(String, u8)> = BTreeSet::new();
+                let mut now = 0;
+                let mut last = Snapshot::default();
+                for (spec, dt) in &specs {
+                    now += dt;
+                    let s = build(now, spec);
+                    let (next, events) = track(state.take(), &s, at(now), &settings());
+                    for e in &events {
+                        let Some(p) = &e.peer else { continue };
+                        let k = (e.interface.name.clone(), p.peer.public_key.0[0]);
+                        match e.kind {
+                            EventKind::Connect => prop_assert!(replay.insert(k), "double connect"),
+                            EventKind::Disconnect => prop_assert!(replay.remove(&k), "disconnect without connect"),
+                            EventKind::Delete => prop_assert!(!replay.contains(&k), "deleted while connected"),
+                            _ => {}
+                        }
+                    }
+                    state = Some(next);
+                    last = s;
+                }
+                prop_assert_eq!(&replay, &connected_in(&last, now));
+                let state = state.unwrap();
+                prop_assert_eq!(state.connected_count(), replay.len());
+            }
+        }
+    }
 }

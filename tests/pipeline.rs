@@ -42,7 +42,7 @@ fn start_time() -> DateTime<Utc> {
 async fn run_scenario(receiver: &Receiver, scenario: &str, extra_monitor: &str, polls: u64) {
     let text = format!(
         "webhook:\n  url: {}\n  secret: \"Basic dXNlcm5hbWU6cGFzc3dvcmQ=\"\n\
-         monitor:\n  interval: 20ms\n  backend: userspace\n  host: test-host\n{extra_monitor}",
+         monitor:\n  interval: 100ms\n  backend: userspace\n  host: test-host\n{extra_monitor}",
         receiver.url
     );
     let cfg = config::parse_str(&text, Path::new("test.yaml")).unwrap();
@@ -108,7 +108,10 @@ async fn every_event_kind_arrives_in_order_with_headers_and_body() {
         let id = r.header("webhook-id").expect("webhook-id");
         assert!(seen_ids.insert(id.to_string()), "ids are unique");
         let ts: i64 = r.header("webhook-timestamp").unwrap().parse().unwrap();
-        assert!((Utc::now().timestamp() - ts).abs() < 60, "timestamp is the attempt's wall clock");
+        assert!(
+            (Utc::now().timestamp() - ts).abs() < 60,
+            "timestamp is the attempt's wall clock"
+        );
     }
 
     let connect = got[2].json();
@@ -121,7 +124,10 @@ async fn every_event_kind_arrives_in_order_with_headers_and_body() {
     assert_eq!(p["LastHandshake"], p["LastSessionStart"]);
 
     let update = got[4].json();
-    assert_eq!(update["payload"]["AllowedIPsStr"], "10.8.0.3/32,10.9.0.0/24");
+    assert_eq!(
+        update["payload"]["AllowedIPsStr"],
+        "10.8.0.3/32,10.9.0.0/24"
+    );
     assert_eq!(got[5].json()["payload"]["ListenPort"], 51900);
     let disconnect = got[7].json();
     assert_eq!(disconnect["payload"]["IsConnected"], false);

@@ -1,4 +1,6 @@
 //! wghook's integration tests: one binary, shared helpers in `util`.
 
+mod cli;
+mod e2e;
 mod pipeline;
 mod util;

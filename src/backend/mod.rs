@@ -5,6 +5,7 @@
 //! listed in [`Snapshot::unreadable`] rather than left out, so the tracker does
 //! not mistake a read error for a deletion.
 
+pub mod auto;
 pub mod netlink;
 pub mod netlink_decode;
 pub mod sim;

@@ -224,7 +224,9 @@ pub fn parse_offset(text: &str) -> Option<TimeDelta> {
         }
         let n: i64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -496,7 +498,11 @@ steps:
 
         let s1 = sim.snapshot_at(t(30), &all);
         let alice = &s1.interfaces[0].peers[0];
-        assert_eq!(alice.last_handshake, Some(t(20)), "handshake at its due time");
+        assert_eq!(
+            alice.last_handshake,
+            Some(t(20)),
+            "handshake at its due time"
+        );
         assert_eq!((alice.rx_bytes, alice.tx_bytes), (100, 200));
         assert_eq!(alice.endpoint, Some("198.51.100.7:51820".parse().unwrap()));
 

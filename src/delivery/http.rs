@@ -87,11 +87,10 @@ impl HttpSender {
     pub fn new(hook: &Webhook, ctx: RenderContext) -> Result<Self, SenderError> {
         let auth = match &hook.secret {
             Some(secret) => {
-                let mut value = HeaderValue::from_str(secret.expose()).map_err(|_| {
-                    SenderError::BadSecret {
+                let mut value =
+                    HeaderValue::from_str(secret.expose()).map_err(|_| SenderError::BadSecret {
                         name: hook.name.clone(),
-                    }
-                })?;
+                    })?;
                 value.set_sensitive(true);
                 Some(value)
             }

@@ -10,6 +10,7 @@
 //! behind the same `submit`/`shutdown` interface.
 
 pub mod http;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
