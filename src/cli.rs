@@ -4,16 +4,18 @@
 //! runs lives in the library. Exit codes: 0 success, 1 runtime failure,
 //! 2 invalid configuration.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::{self, Config};
 use crate::daemon::{self, RunOptions};
 use crate::event::PeerLabel;
+use crate::logging::LogFormat;
 use crate::model::{Interface, Peer};
 use crate::tracker;
 
@@ -23,6 +25,14 @@ use crate::tracker;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log format: auto is journald under systemd or when stderr is not a
+    /// terminal, else human. Overrides the configuration's log.format.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, RUST_LOG syntax (info, debug, wghook=debug,warn).
+    /// Overrides the configuration's log.level; RUST_LOG overrides it.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 /// The subcommands.
@@ -42,6 +52,15 @@ pub enum Command {
     },
     /// Play a built-in scenario on a simulated host, delivering to a built-in receiver.
     Demo,
+    /// Print a shell completion script (e.g. `wghook completions bash >
+    /// /usr/share/bash-completion/completions/wghook`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; e.g. `wghook man | man -l -`).
+    Man,
 }
 
 /// `-c FILE`, shared by the commands that read the configuration.
@@ -91,7 +110,140 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run().await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "wghook", &mut out);
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&man_page()?)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The manual page, in roff: generated from the clap definitions (name,
+/// synopsis, options, commands), plus the sections an operator looks for.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    use clap_mangen::roff::{bold, italic, roman, Roff};
+
+    let man = clap_mangen::Man::new(Cli::command()).manual("wghook manual");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    // Each command's own options.
+    for sub in Cli::command().get_subcommands() {
+        let visible = sub
+            .get_arguments()
+            .any(|a| !a.is_global_set() && !a.is_hide_set());
+        if !visible || sub.get_name() == "help" {
+            continue;
+        }
+        let mut page = Roff::new();
+        page.control(
+            "SH",
+            [format!("WGHOOK {}", sub.get_name().to_uppercase()).as_str()],
+        );
+        if let Some(about) = sub.get_about() {
+            page.text([roman(about.to_string())]);
+        }
+        for arg in sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && !a.is_hide_set())
+        {
+            let mut head = Vec::new();
+            if let Some(short) = arg.get_short() {
+                head.push(bold(format!("-{short}")));
+                head.push(roman(", "));
+            }
+            match arg.get_long() {
+                Some(long) => head.push(bold(format!("--{long}"))),
+                None => head.push(italic(arg.get_id().as_str().to_uppercase())),
+            }
+            if arg.get_long().is_some() && arg.get_action().takes_values() {
+                let name = arg
+                    .get_value_names()
+                    .and_then(|n| n.first())
+                    .map_or_else(|| arg.get_id().as_str().to_uppercase(), |n| n.to_string());
+                head.push(roman(" "));
+                head.push(italic(name));
+            }
+            page.control("TP", []).text(head);
+            let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            if !defaults.is_empty() {
+                help.push_str(&format!(" [default: {}]", defaults.join(", ")));
+            }
+            page.text([roman(help)]);
+        }
+        page.to_writer(&mut out)?;
+    }
+    let mut extra = Roff::new();
+    extra
+        .control("SH", ["FILES"])
+        .control("TP", [])
+        .text([italic(config::DEFAULT_PATH)])
+        .text([roman(
+            "The configuration (YAML). Validate it with wghook check; \
+             the example shipped with the package documents every key.",
+        )])
+        .control("TP", [])
+        .text([italic("/var/lib/wghook")])
+        .text([roman(
+            "State directory: pending events and the saved tracker state.",
+        )])
+        .control("TP", [])
+        .text([italic("/run/wireguard, /var/run/wireguard")])
+        .text([roman(
+            "Where userspace WireGuard implementations put their UAPI sockets.",
+        )])
+        .control("SH", ["ENVIRONMENT"])
+        .control("TP", [])
+        .text([bold("RUST_LOG")])
+        .text([roman(
+            "Log filter; overrides --log-level and the configuration's log.level.",
+        )])
+        .control("TP", [])
+        .text([bold("NOTIFY_SOCKET"), roman(", "), bold("WATCHDOG_USEC")])
+        .text([roman(
+            "Set by systemd for Type=notify services: readiness, status and watchdog \
+             notifications are sent there.",
+        )])
+        .control("TP", [])
+        .text([bold("JOURNAL_STREAM")])
+        .text([roman(
+            "Set by systemd when stderr goes to the journal: --log-format auto then \
+             writes journald lines.",
+        )])
+        .control("SH", ["SIGNALS"])
+        .control("TP", [])
+        .text([bold("SIGHUP")])
+        .text([roman(
+            "Re-read the configuration; if it is invalid, keep the running one and log why.",
+        )])
+        .control("TP", [])
+        .text([bold("SIGTERM"), roman(", "), bold("SIGINT")])
+        .text([roman("Stop after finishing in-flight deliveries.")])
+        .control("SH", ["EXIT STATUS"])
+        .text([roman(
+            "0 on success, 1 on a runtime failure, 2 when the configuration is invalid.",
+        )])
+        .control("SH", ["SEE ALSO"])
+        .text([roman("systemctl(1), journalctl(1), wg(8)")]);
+    extra.to_writer(&mut out)?;
+    man.render_version_section(&mut out)?;
+    Ok(out)
 }
 
 /// Loads the configuration; on validation errors prints each and returns `None`.
@@ -245,7 +397,63 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_flags_are_global_and_typed() {
+        let cli = Cli::try_parse_from([
+            "wghook",
+            "check",
+            "--log-format",
+            "json",
+            "--log-level",
+            "wghook=debug",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        assert_eq!(cli.log_level.as_deref(), Some("wghook=debug"));
+        assert!(Cli::try_parse_from(["wghook", "--log-format", "syslog", "check"]).is_err());
+    }
+
+    #[test]
+    fn completions_name_every_command() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "wghook",
+            &mut out,
+        );
+        let script = String::from_utf8(out).unwrap();
+        for word in [
+            "run",
+            "check",
+            "peers",
+            "completions",
+            "man",
+            "--log-format",
+        ] {
+            assert!(script.contains(word), "bash completion lacks {word}");
+        }
+    }
+
+    #[test]
+    fn man_page_is_roff_with_commands_options_and_files() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        assert!(page.contains(".TH wghook 1"), "{page}");
+        for needle in [
+            ".SH NAME",
+            ".SH SYNOPSIS",
+            "log\\-format",
+            ".SH \"WGHOOK PEERS\"",
+            "json",
+            ".SH FILES",
+            "/etc/wghook/wghook.yaml",
+            ".SH SIGNALS",
+            ".SH \"EXIT STATUS\"",
+        ] {
+            assert!(page.contains(needle), "man page lacks {needle}:\n{page}");
+        }
     }
 }

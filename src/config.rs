@@ -76,6 +76,102 @@ pub struct Config {
     pub webhooks: Vec<Webhook>,
     /// Names for peers, by public key (`peers:`).
     pub peers: HashMap<PublicKey, PeerLabel>,
+    /// The outbox and its retries (`delivery:`).
+    pub delivery: DeliverySettings,
+}
+
+/// Default directory of the outbox database (systemd's `StateDirectory=`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wghook";
+/// Default bound of the outbox.
+pub const DEFAULT_MAX_PENDING_EVENTS: u64 = 100_000;
+/// Default time in-flight requests get at shutdown.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default number of requests in flight per webhook.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Default age after which an undelivered event is given up.
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(72 * 3600);
+/// The default retry steps: 0, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h, 4 h
+/// (the last repeats).
+pub const DEFAULT_RETRY_DELAYS: [Duration; 9] = [
+    Duration::ZERO,
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(7200),
+    Duration::from_secs(14400),
+];
+
+/// Event names an `events` filter may use (`*` stands for any part).
+pub const EVENT_NAMES: [&str; 8] = [
+    "peer.create",
+    "peer.update",
+    "peer.delete",
+    "peer.connect",
+    "peer.disconnect",
+    "interface.create",
+    "interface.update",
+    "interface.delete",
+];
+
+/// The `delivery:` section: the durable outbox and how it retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// Past this many undelivered events the oldest are dropped (ERROR logged).
+    pub max_pending_events: u64,
+    /// How long in-flight requests may finish at shutdown.
+    pub shutdown_timeout: Duration,
+    /// Requests in flight per webhook (different peers only: one peer's events
+    /// are always sent one after the other).
+    pub max_in_flight: usize,
+    /// The retry schedule every webhook uses unless it overrides it.
+    pub retry: RetrySettings,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_pending_events: DEFAULT_MAX_PENDING_EVENTS,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retry: RetrySettings::default(),
+        }
+    }
+}
+
+/// A retry schedule: delay before each attempt (the last repeats), and the
+/// age after which an event is given up. Jitter of +/-20 % is always applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub delays: Vec<Duration>,
+    pub max_event_age: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            delays: DEFAULT_RETRY_DELAYS.to_vec(),
+            max_event_age: DEFAULT_MAX_EVENT_AGE,
+        }
+    }
+}
+
+/// True if the event name (`peer.connect`) matches one of the patterns
+/// (`peer.*`, `*.delete`, `*`); an empty list matches everything.
+pub fn event_matches(patterns: &[String], name: &str) -> bool {
+    if patterns.is_empty() {
+        return true;
+    }
+    let (entity, kind) = name.split_once('.').unwrap_or((name, ""));
+    patterns.iter().any(|p| {
+        if p == "*" {
+            return true;
+        }
+        let (pe, pk) = p.split_once('.').unwrap_or((p.as_str(), "*"));
+        (pe == "*" || pe == entity) && (pk == "*" || pk == kind)
+    })
 }
 
 /// The `monitor:` section: what is watched and how.
@@ -103,6 +199,9 @@ pub struct Monitor {
     pub uapi_timeout: Duration,
     /// Host name stamped on events; `None` means the system host name.
     pub host: Option<String>,
+    /// Where the outbox database (events, delivery progress, tracker state)
+    /// lives: `$STATE_DIRECTORY` under systemd, else `/var/lib/wghook`.
+    pub state_dir: PathBuf,
 }
 
 impl Default for Monitor {
@@ -120,6 +219,7 @@ impl Default for Monitor {
             uapi_dirs: DEFAULT_UAPI_DIRS.iter().map(PathBuf::from).collect(),
             uapi_timeout: DEFAULT_UAPI_TIMEOUT,
             host: None,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 }
@@ -161,6 +261,13 @@ pub struct Webhook {
     pub secret: Option<Secret>,
     /// Timeout of one request.
     pub timeout: Duration,
+    /// Which events go to this webhook (`peer.connect`, `peer.*`, ...); empty
+    /// means all.
+    pub events: Vec<String>,
+    /// This webhook's retry schedule (the `delivery.retry` one unless overridden).
+    pub retry: RetrySettings,
+    /// Requests in flight at once (`delivery.max_in_flight` unless overridden).
+    pub max_in_flight: usize,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `<redacted>`.
@@ -503,8 +610,24 @@ fn parse_tree(text: &str) -> Result<Option<Node>, (usize, String)> {
 // Stage 2: tree -> Config, collecting every error.
 // ---------------------------------------------------------------------------
 
-const TOP_KEYS: &[&str] = &["webhook", "webhooks", "monitor", "peers"];
-const WEBHOOK_KEYS: &[&str] = &["name", "url", "secret", "authentication", "timeout"];
+const TOP_KEYS: &[&str] = &["webhook", "webhooks", "monitor", "peers", "delivery"];
+const WEBHOOK_KEYS: &[&str] = &[
+    "name",
+    "url",
+    "secret",
+    "authentication",
+    "timeout",
+    "events",
+    "retry",
+    "max_in_flight",
+];
+const DELIVERY_KEYS: &[&str] = &[
+    "max_pending_events",
+    "shutdown_timeout",
+    "max_in_flight",
+    "retry",
+];
+const RETRY_KEYS: &[&str] = &["delays", "max_event_age"];
 const MONITOR_KEYS: &[&str] = &[
     "interval",
     "connect_threshold",
@@ -518,6 +641,7 @@ const MONITOR_KEYS: &[&str] = &[
     "uapi_dirs",
     "uapi_timeout",
     "host",
+    "state_dir",
 ];
 const PEER_KEYS: &[&str] = &["name", "user"];
 
@@ -608,7 +732,8 @@ impl Compiler<'_> {
     /// errors are in `self.errors` either way.
     fn config(&mut self, root: Option<&Node>) -> Option<Config> {
         let top = self.map(root, "", 1, Some(TOP_KEYS))?;
-        let webhooks = self.webhooks(&top);
+        let delivery = self.delivery(top.get("delivery"), top.key_line("delivery"));
+        let webhooks = self.webhooks(&top, &delivery);
         let monitor = self.monitor(top.get("monitor"), top.key_line("monitor"));
         let peers = self.peers(top.get("peers"), top.key_line("peers"));
         Some(Config {
@@ -616,6 +741,7 @@ impl Compiler<'_> {
             monitor,
             webhooks,
             peers,
+            delivery,
         })
     }
 
@@ -883,7 +1009,7 @@ impl Compiler<'_> {
 
     // --- webhooks ---------------------------------------------------------
 
-    fn webhooks(&mut self, top: &MapView<'_>) -> Vec<Webhook> {
+    fn webhooks(&mut self, top: &MapView<'_>, delivery: &DeliverySettings) -> Vec<Webhook> {
         let single = top.get("webhook");
         let list = top.get("webhooks");
         if single.is_some() && list.is_some() {
@@ -897,14 +1023,14 @@ impl Compiler<'_> {
         }
         if let Some(node) = single {
             return self
-                .webhook(node, "webhook", top.key_line("webhook"), false)
+                .webhook(node, "webhook", top.key_line("webhook"), false, delivery)
                 .map(|(hook, _)| hook)
                 .into_iter()
                 .collect();
         }
         // Every item is read (so all its errors are reported) before names are compared.
         let Some(hooks) = self.list(list, "webhooks", |c, node, path| {
-            Some(c.webhook(node, path, node.line, true))
+            Some(c.webhook(node, path, node.line, true, delivery))
         }) else {
             return Vec::new();
         };
@@ -935,6 +1061,7 @@ impl Compiler<'_> {
         path: &str,
         line: usize,
         in_list: bool,
+        delivery: &DeliverySettings,
     ) -> Option<(Webhook, usize)> {
         let m = self.map(Some(node), path, line, Some(WEBHOOK_KEYS))?;
         let mut ok = true;
@@ -979,13 +1106,40 @@ impl Compiler<'_> {
         };
         ok &= timeout.is_some();
 
-        match (name, url, timeout) {
-            (Some(name), Some(url), Some(timeout)) if ok => {
+        let events = self.list(m.get("events"), &m.child("events"), Self::event_pattern);
+        ok &= events.is_some();
+        let retry = self.retry(
+            m.get("retry"),
+            &m.child("retry"),
+            m.key_line("retry"),
+            &delivery.retry,
+        );
+        ok &= retry.is_some();
+        let max_in_flight = match m.get("max_in_flight") {
+            Some(node) => self
+                .integer(node, &m.child("max_in_flight"), 1, 1024)
+                .map(|n| n as usize),
+            None => Some(delivery.max_in_flight),
+        };
+        ok &= max_in_flight.is_some();
+
+        match (name, url, timeout, events, retry, max_in_flight) {
+            (
+                Some(name),
+                Some(url),
+                Some(timeout),
+                Some(events),
+                Some(retry),
+                Some(max_in_flight),
+            ) if ok => {
                 let hook = Webhook {
                     name,
                     url,
                     secret,
                     timeout,
+                    events,
+                    retry,
+                    max_in_flight,
                 };
                 Some((hook, m.key_line("name")))
             }
@@ -1049,10 +1203,126 @@ impl Compiler<'_> {
         Some(Some(Secret::new(value)))
     }
 
+    /// A whole number in `min..=max`.
+    fn integer(&mut self, node: &Node, path: &str, min: u64, max: u64) -> Option<u64> {
+        let text = self.text(node, path, "a number")?;
+        match text.trim().replace('_', "").parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let message =
+                    format!("expected a whole number from {min} to {max}, found {text:?}");
+                self.error(node.line, path, message);
+                None
+            }
+        }
+    }
+
+    /// One `events` filter entry: `peer.connect`, `peer.*`, `*.delete` or `*`.
+    fn event_pattern(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = self.string(node, path)?;
+        let text = text.trim().to_string();
+        let known = text == "*"
+            || EVENT_NAMES
+                .iter()
+                .any(|name| event_matches(std::slice::from_ref(&text), name));
+        let (entity, kind) = text.split_once('.').unwrap_or((&text, ""));
+        let well_formed = text == "*"
+            || (matches!(entity, "*" | "peer" | "interface")
+                && matches!(
+                    kind,
+                    "*" | "create" | "update" | "delete" | "connect" | "disconnect"
+                ));
+        if known && well_formed {
+            return Some(text);
+        }
+        let message = format!(
+            "unknown event {text:?} (use {}, or * as a part, e.g. peer.*)",
+            EVENT_NAMES.join(", ")
+        );
+        self.error(node.line, path, message);
+        None
+    }
+
+    /// A `retry:` mapping; keys not given keep the values of `base`.
+    fn retry(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        line: usize,
+        base: &RetrySettings,
+    ) -> Option<RetrySettings> {
+        let m = self.map(node, path, line, Some(RETRY_KEYS))?;
+        let mut out = base.clone();
+        let mut ok = true;
+        if let Some(node) = m.get("delays") {
+            let key = m.child("delays");
+            match self.list(Some(node), &key, Self::duration) {
+                Some(delays) if delays.is_empty() => {
+                    self.error(
+                        node.line,
+                        &key,
+                        "must list at least one delay (e.g. [0s, 5s, 30s])",
+                    );
+                    ok = false;
+                }
+                Some(delays) => out.delays = delays,
+                None => ok = false,
+            }
+        }
+        if let Some(node) = m.get("max_event_age") {
+            match self.duration_at_least(node, &m.child("max_event_age"), Duration::from_secs(1)) {
+                Some(d) => out.max_event_age = d,
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    // --- delivery ---------------------------------------------------------
+
+    fn delivery(&mut self, node: Option<&Node>, line: usize) -> DeliverySettings {
+        let mut out = DeliverySettings::default();
+        let Some(m) = self.map(node, "delivery", line, Some(DELIVERY_KEYS)) else {
+            return out;
+        };
+        if let Some(node) = m.get("max_pending_events") {
+            if let Some(n) = self.integer(node, &m.child("max_pending_events"), 1, 100_000_000) {
+                out.max_pending_events = n;
+            }
+        }
+        if let Some(node) = m.get("shutdown_timeout") {
+            if let Some(d) = self.duration(node, &m.child("shutdown_timeout")) {
+                out.shutdown_timeout = d;
+            }
+        }
+        if let Some(node) = m.get("max_in_flight") {
+            if let Some(n) = self.integer(node, &m.child("max_in_flight"), 1, 1024) {
+                out.max_in_flight = n as usize;
+            }
+        }
+        if let Some(retry) = self.retry(
+            m.get("retry"),
+            &m.child("retry"),
+            m.key_line("retry"),
+            &RetrySettings::default(),
+        ) {
+            out.retry = retry;
+        }
+        out
+    }
+
     // --- monitor ----------------------------------------------------------
 
     fn monitor(&mut self, node: Option<&Node>, line: usize) -> Monitor {
         let mut out = Monitor::default();
+        if let Some(dir) = (self.env)("STATE_DIRECTORY")
+            .ok()
+            .and_then(|v| v.split(':').next().map(PathBuf::from))
+            .filter(|p| p.is_absolute())
+        {
+            // systemd's StateDirectory= (the first, if several).
+            out.state_dir = dir;
+        }
         let Some(m) = self.map(node, "monitor", line, Some(MONITOR_KEYS)) else {
             return out;
         };
@@ -1130,6 +1400,11 @@ impl Compiler<'_> {
             let key = m.child("uapi_timeout");
             if let Some(d) = self.duration_at_least(node, &key, Duration::from_nanos(1)) {
                 out.uapi_timeout = d;
+            }
+        }
+        if let Some(node) = m.get("state_dir") {
+            if let Some(dir) = self.path(node, &m.child("state_dir")) {
+                out.state_dir = dir;
             }
         }
         if let Some(node) = m.get("host") {

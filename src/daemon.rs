@@ -8,7 +8,7 @@
 //! tests and the demo can stop the daemon the way a signal does.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -21,12 +21,10 @@ use crate::backend::uapi::UapiBackend;
 use crate::backend::Backend;
 use crate::config::{BackendKind, Config};
 use crate::delivery::http::HttpSender;
+use crate::delivery::outbox::Store;
 use crate::delivery::Delivery;
 use crate::event::{Event, RenderContext};
 use crate::tracker::{self, State};
-
-/// How long in-flight deliveries may take to finish at shutdown.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where `now` comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,9 +111,12 @@ pub async fn run_with_backend(
     let senders = config
         .webhooks
         .iter()
-        .map(|hook| HttpSender::new(hook, ctx.clone()))
+        .map(|hook| HttpSender::new(hook, ctx.clone()).map(|s| (hook.clone(), s)))
         .collect::<Result<Vec<_>, _>>()?;
-    let delivery = Delivery::start(senders);
+    let store = Store::open(&config.monitor.state_dir)?;
+    let saved = store.load_state()?;
+    let store = Arc::new(Mutex::new(store));
+    let delivery = Delivery::start(Arc::clone(&store), senders, &config.delivery)?;
     if delivery.webhook_count() == 0 {
         tracing::warn!("no webhook configured: events are only logged");
     }
@@ -131,7 +132,14 @@ pub async fn run_with_backend(
     let mut ticker = tokio::time::interval(config.monitor.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    let mut state: Option<State> = None;
+    if let Some(saved) = &saved {
+        tracing::info!(
+            peers = saved.peer_count(),
+            connected = saved.connected_count(),
+            "restored the tracker state saved by the previous run; changes since then are reported once"
+        );
+    }
+    let mut state: Option<State> = saved;
     let mut polls: u64 = 0;
     loop {
         if options.max_polls.is_some_and(|max| polls >= max) {
@@ -154,8 +162,12 @@ pub async fn run_with_backend(
                 continue;
             }
         };
-        let first = state.is_none();
-        let (next, events) = tracker::track(state.take(), &snapshot, now, &settings);
+        let first = polls == 1;
+        let tracker::Tracked {
+            state: next,
+            events,
+            changes,
+        } = tracker::track_changes(state.take(), &snapshot, now, &settings);
         if first {
             tracing::info!(
                 interfaces = snapshot.interfaces.len(),
@@ -164,14 +176,25 @@ pub async fn run_with_backend(
                 "first poll done"
             );
         }
-        state = Some(next);
         for event in &events {
             log_event(event);
         }
-        delivery.submit(&events);
+        if let Err(e) = delivery.commit(events, &next, &changes) {
+            // Without a durable outbox nothing can be promised: stop, and let
+            // the service manager restart us (the saved state is the last
+            // committed poll, so nothing is missed).
+            delivery.shutdown().await;
+            return Err(anyhow::Error::new(e).context("cannot write to the outbox"));
+        }
+        state = Some(next);
     }
-    tracing::info!(polls, "stopping: finishing in-flight deliveries");
-    delivery.shutdown(SHUTDOWN_TIMEOUT).await;
+    if options.max_polls.is_some() {
+        tracing::info!(polls, "done: delivering what is queued");
+        delivery.drain(config.delivery.shutdown_timeout).await;
+    } else {
+        tracing::info!(polls, "stopping: finishing in-flight deliveries");
+        delivery.shutdown().await;
+    }
     Ok(())
 }
 

@@ -94,6 +94,10 @@ async fn run_in(scenario: &Scenario, scenario_path: &Path) -> anyhow::Result<usi
             },
         );
     }
+    // The demo's outbox lives (and dies) with its temporary directory.
+    if let Some(dir) = scenario_path.parent() {
+        cfg.monitor.state_dir = dir.join("state");
+    }
     let threshold = TimeDelta::from_std(cfg.monitor.connect_threshold)?;
     // Play every step, then two more polls so the last changes are seen.
     let polls = (scenario.duration().num_seconds() / STEP.num_seconds()) as u64 + 3;

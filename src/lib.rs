@@ -17,5 +17,8 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod tracker;

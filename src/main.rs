@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 use wghook::cli::{Cli, Command};
+use wghook::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,12 +14,10 @@ fn main() -> ExitCode {
         Command::Demo => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref(), default_level) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

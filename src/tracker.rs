@@ -122,6 +122,41 @@ impl State {
     }
 }
 
+/// What one poll changed in the state, for savers that write incrementally.
+///
+/// A peer is listed when anything a restart needs changed: its handshake,
+/// connection, session, configuration or sequence. Byte counters alone do not
+/// list it (they change every poll; after a restart they are only compared to
+/// detect resets, which older values still do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Everything changed (first start): save the whole state.
+    pub all: bool,
+    pub interfaces: Vec<String>,
+    pub removed_interfaces: Vec<String>,
+    pub peers: Vec<(String, PublicKey)>,
+    pub removed_peers: Vec<(String, PublicKey)>,
+}
+
+impl Changes {
+    /// True when nothing needs saving.
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && self.interfaces.is_empty()
+            && self.removed_interfaces.is_empty()
+            && self.peers.is_empty()
+            && self.removed_peers.is_empty()
+    }
+}
+
+/// The result of [`track_changes`].
+#[derive(Debug)]
+pub struct Tracked {
+    pub state: State,
+    pub events: Vec<Event>,
+    pub changes: Changes,
+}
+
 /// True iff a handshake exists and is at most `threshold` old at `now`.
 /// A handshake in the future (clock skew) counts as age 0.
 pub fn is_connected(
@@ -147,9 +182,21 @@ pub fn track(
     now: DateTime<Utc>,
     settings: &Settings,
 ) -> (State, Vec<Event>) {
+    let tracked = track_changes(prev, snapshot, now, settings);
+    (tracked.state, tracked.events)
+}
+
+/// [`track`], also telling what changed in the state (for incremental saving).
+pub fn track_changes(
+    prev: Option<State>,
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Tracked {
     let first_start = prev.is_none();
     let mut old = prev.unwrap_or_else(State::empty).interfaces;
     let mut emit = Emitter::new(now, settings);
+    emit.changes.all = first_start;
     let mut next = BTreeMap::new();
 
     for iface in &snapshot.interfaces {
@@ -164,6 +211,7 @@ pub fn track(
         if snapshot.unreadable.iter().any(|u| *u == name) {
             next.insert(name, state);
         } else {
+            emit.changes.removed_interfaces.push(name);
             vanished_interface(state, &mut emit);
         }
     }
@@ -172,7 +220,12 @@ pub fn track(
         version: STATE_VERSION,
         interfaces: next,
     };
-    (state, emit.finish())
+    let changes = std::mem::take(&mut emit.changes);
+    Tracked {
+        state,
+        events: emit.finish(),
+        changes,
+    }
 }
 
 /// Where an event goes in the poll's order.
@@ -190,6 +243,7 @@ struct Emitter<'a> {
     threshold: TimeDelta,
     counter: u32,
     out: Vec<(String, Slot, Event)>,
+    changes: Changes,
 }
 
 impl<'a> Emitter<'a> {
@@ -200,6 +254,7 @@ impl<'a> Emitter<'a> {
             threshold: settings.connect_threshold,
             counter: 0,
             out: Vec::new(),
+            changes: Changes::default(),
         }
     }
 
@@ -415,8 +470,12 @@ fn new_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
         peers: HashMap::with_capacity(iface.peers.len()),
     };
     emit.interface_event(&mut state, EventKind::Create, Vec::new());
+    emit.changes.interfaces.push(iface.name.clone());
     for peer in &iface.peers {
         let p = new_peer(&state.info, peer, emit);
+        emit.changes
+            .peers
+            .push((iface.name.clone(), peer.public_key));
         state.peers.insert(peer.public_key, p);
     }
     state
@@ -466,6 +525,7 @@ fn update_interface(
             updated_at,
             ..interface_info(iface, created_at)
         };
+        emit.changes.interfaces.push(iface.name.clone());
     }
     if !changed.is_empty() {
         emit.interface_event(&mut state, EventKind::Update, changed);
@@ -475,12 +535,27 @@ fn update_interface(
     let mut peers = HashMap::with_capacity(iface.peers.len());
     for peer in &iface.peers {
         let p = match old.remove(&peer.public_key) {
-            Some(p) => update_peer(&state.info, p, peer, emit),
-            None => new_peer(&state.info, peer, emit),
+            Some(p) => {
+                let before = Persisted::of(&p);
+                let p = update_peer(&state.info, p, peer, emit);
+                if before != Persisted::of(&p) {
+                    emit.changes
+                        .peers
+                        .push((iface.name.clone(), peer.public_key));
+                }
+                p
+            }
+            None => {
+                emit.changes
+                    .peers
+                    .push((iface.name.clone(), peer.public_key));
+                new_peer(&state.info, peer, emit)
+            }
         };
         peers.insert(peer.public_key, p);
     }
-    for (_, p) in old {
+    for (key, p) in old {
+        emit.changes.removed_peers.push((iface.name.clone(), key));
         vanished_peer(&state.info, p, emit);
     }
     state.peers = peers;
@@ -628,6 +703,32 @@ fn update_peer(
         }
     }
     p
+}
+
+/// The fields of a peer's state a restart depends on (not the counters).
+#[derive(PartialEq, Eq)]
+struct Persisted {
+    connected: bool,
+    session_start: Option<DateTime<Utc>>,
+    bases: (u64, u64),
+    sequence: u64,
+    updated_at: DateTime<Utc>,
+    handshake: Option<DateTime<Utc>>,
+    endpoint: Option<std::net::SocketAddr>,
+}
+
+impl Persisted {
+    fn of(p: &PeerState) -> Self {
+        Persisted {
+            connected: p.connected,
+            session_start: p.session_start,
+            bases: (p.rx_base, p.tx_base),
+            sequence: p.sequence,
+            updated_at: p.updated_at,
+            handshake: p.peer.last_handshake,
+            endpoint: p.peer.endpoint,
+        }
+    }
 }
 
 /// Copies the fast-changing fields without reallocating the peer.

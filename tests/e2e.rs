@@ -45,10 +45,13 @@ impl Daemon {
                 "webhook:\n  url: {url}\n  secret: \"Bearer e2e\"\n  timeout: 5s\n\
                  monitor:\n  interval: {interval}ms\n  connect_threshold: {threshold}s\n  \
                  backend: userspace\n  interfaces: [{ifname}]\n  announce_on_start: all\n  \
-                 host: e2e-host\n",
+                 host: e2e-host\n  state_dir: {state}\n",
                 url = receiver.url,
                 interval = INTERVAL.as_millis(),
                 threshold = connect_threshold.as_secs(),
+                // Its own, empty: a saved tracker state would make this a
+                // restart instead of a first start.
+                state = dir.path().display(),
             ),
         )
         .expect("write config");

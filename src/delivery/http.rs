@@ -28,7 +28,12 @@ pub fn user_agent() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
     /// The receiver answered (any status).
-    Status { code: u16, body: String },
+    Status {
+        code: u16,
+        body: String,
+        /// The receiver's `Retry-After`, if it sent a valid one.
+        retry_after: Option<Duration>,
+    },
     /// No answer: connection refused, timeout, TLS failure...
     Failed(String),
 }
@@ -147,8 +152,17 @@ impl HttpSender {
         let result = match request.send().await {
             Ok(response) => {
                 let code = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| super::retry::parse_retry_after(v, now));
                 let body = read_limited(response).await;
-                AttemptResult::Status { code, body }
+                AttemptResult::Status {
+                    code,
+                    body,
+                    retry_after,
+                }
             }
             Err(e) => AttemptResult::Failed(describe(&e)),
         };

@@ -1,102 +1,460 @@
-//! Sending events to webhooks.
+//! Sending events to webhooks without losing any.
 //!
-//! [`Delivery`] is the poller's only handle on sending: `submit` never
-//! blocks, so a slow or dead receiver never delays a poll. Each webhook has
-//! its own queue and task, so a dead receiver does not hold back a live one;
-//! within a webhook, events go out in the order they were submitted.
+//! Flow: the poll loop calls [`Delivery::commit`] with the events of a poll
+//! and the tracker state they came from; both are written to the outbox in
+//! one transaction ([`outbox::Store::commit_poll`]) before the call returns.
+//! Then each webhook whose `events` filter matches gets the event in its own
+//! queue, served by its own task ([`scheduler::Queue`] picks what may go:
+//! per-peer and per-interface order, bounded parallelism). Outcomes go to a
+//! writer thread that records them in the outbox in batches (group commit).
 //!
-//! This is the simple form: one attempt per event, failures logged with the
-//! reason and the event id. Durable queuing and retries replace the queue
-//! behind the same `submit`/`shutdown` interface.
+//! Invariants: `commit` never waits on a receiver; an event leaves the outbox
+//! only after a 2xx, when given up (kept as a dead letter), or when the bound
+//! drops it (ERROR logged); a delivery that was in flight at a crash is sent
+//! again after the restart, with the same `webhook-id`.
 
 pub mod http;
+pub mod outbox;
 pub mod retry;
+pub mod scheduler;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
 use crate::event::Event;
-use http::HttpSender;
+use crate::tracker::{Changes, State};
+use http::{AttemptResult, HttpSender};
+use outbox::{Outcome, Store, StoreError};
+use retry::{classify, Decision, Schedule};
+use scheduler::{Item, Queue};
 
-/// Per-webhook queues and their sending tasks.
+/// Jitter applied to every retry delay (+/-20 %).
+const JITTER: f64 = 0.2;
+
+/// Most outcomes written in one transaction.
+const MAX_BATCH: usize = 2_000;
+
+/// Messages from the poll loop to one webhook's task.
+enum Msg {
+    Push(Vec<Item>),
+    Drop(Vec<i64>),
+    /// Finish everything queued (retries included), then stop.
+    Drain,
+}
+
+struct Hook {
+    name: String,
+    events: Vec<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// The outbox and one delivery task per webhook.
 pub struct Delivery {
-    queues: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+    store: Arc<Mutex<Store>>,
+    hooks: Vec<Hook>,
     tasks: JoinSet<()>,
+    outcomes: Option<std::sync::mpsc::Sender<Outcome>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    settings: DeliverySettings,
+}
+
+/// Locks the store; a poisoned lock (a panic while holding it) still holds a
+/// consistent database, since every change is one SQLite transaction.
+pub fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Delivery {
-    /// Starts one sending task per webhook. Must be called inside a tokio runtime.
-    pub fn start(senders: Vec<HttpSender>) -> Self {
+    /// Starts one task per webhook, each with the deliveries it still has
+    /// pending in the outbox. Must be called inside a tokio runtime.
+    pub fn start(
+        store: Arc<Mutex<Store>>,
+        webhooks: Vec<(Webhook, HttpSender)>,
+        settings: &DeliverySettings,
+    ) -> Result<Self, StoreError> {
+        let (out_tx, out_rx) = std::sync::mpsc::channel::<Outcome>();
+        let writer_store = Arc::clone(&store);
+        let writer = std::thread::Builder::new()
+            .name("wghook-outbox".into())
+            .spawn(move || write_outcomes(&writer_store, &out_rx))
+            .map_err(|e| StoreError::Open {
+                path: lock(&store).path().to_path_buf(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+
         let mut tasks = JoinSet::new();
-        let mut queues = Vec::with_capacity(senders.len());
-        for sender in senders {
-            let (tx, rx) = mpsc::unbounded_channel();
-            queues.push(tx);
-            tasks.spawn(send_loop(sender, rx));
+        let mut hooks = Vec::with_capacity(webhooks.len());
+        {
+            let db = lock(&store);
+            let configured: Vec<&str> = webhooks.iter().map(|(w, _)| w.name.as_str()).collect();
+            for (name, count) in db.pending_webhooks()? {
+                if !configured.contains(&name.as_str()) {
+                    tracing::warn!(
+                        webhook = %name,
+                        pending = count,
+                        "the outbox holds events for a webhook that is no longer configured; \
+                         they stay there (see `wghook outbox`, `wghook outbox purge`)"
+                    );
+                }
+            }
+            for (hook, sender) in webhooks {
+                let mut queue = Queue::default();
+                for p in db.pending(&hook.name)? {
+                    queue.push(Item {
+                        seq: p.seq,
+                        event: Arc::new(p.event),
+                        created_at: p.created_at,
+                        attempts: p.attempts,
+                        next_at: p.next_attempt,
+                    });
+                }
+                if !queue.is_empty() {
+                    tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                let worker = Worker {
+                    sender: Arc::new(sender),
+                    schedule: schedule(&hook.retry),
+                    max_in_flight: hook.max_in_flight,
+                    queue,
+                    outcomes: out_tx.clone(),
+                    shutdown_timeout: settings.shutdown_timeout,
+                };
+                tasks.spawn(worker.run(rx));
+                hooks.push(Hook {
+                    name: hook.name,
+                    events: hook.events,
+                    tx,
+                });
+            }
         }
-        Self { queues, tasks }
+        Ok(Self {
+            store,
+            hooks,
+            tasks,
+            outcomes: Some(out_tx),
+            writer: Some(writer),
+            settings: settings.clone(),
+        })
     }
 
     /// Number of webhooks events go to.
     pub fn webhook_count(&self) -> usize {
-        self.queues.len()
+        self.hooks.len()
     }
 
-    /// Queues `events` for every webhook; returns at once.
-    pub fn submit(&self, events: &[Event]) {
-        for event in events {
-            let event = Arc::new(event.clone());
-            for queue in &self.queues {
-                // A closed queue means its task ended, which only happens at shutdown.
-                let _ = queue.send(Arc::clone(&event));
+    /// Commits a poll (events, routed to the webhooks that want them, and the
+    /// tracker state) to the outbox, then hands the events to the webhooks'
+    /// tasks. Returns once the commit is durable; never waits on a receiver.
+    pub fn commit(
+        &self,
+        events: Vec<Event>,
+        state: &State,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() && changes.is_empty() {
+            return Ok(());
+        }
+        // Delivery bookkeeping runs on the wall clock, whatever clock the
+        // poll used (the demo's runs fast).
+        let now = Utc::now();
+        let routes: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| {
+                let name = e.filter_name();
+                self.hooks
+                    .iter()
+                    .filter(|h| event_matches(&h.events, &name))
+                    .map(|h| h.name.clone())
+                    .collect()
+            })
+            .collect();
+        let committed = lock(&self.store).commit_poll(
+            &events,
+            &routes,
+            state,
+            changes,
+            now,
+            self.settings.max_pending_events,
+        )?;
+        if !committed.dropped.is_empty() {
+            for d in &committed.dropped {
+                tracing::error!(
+                    event_id = %d.id,
+                    event = %d.name,
+                    max_pending_events = self.settings.max_pending_events,
+                    "outbox full: dropped the oldest undelivered event"
+                );
+            }
+            let seqs: Vec<i64> = committed.dropped.iter().map(|d| d.seq).collect();
+            for hook in &self.hooks {
+                let _ = hook.tx.send(Msg::Drop(seqs.clone()));
             }
         }
+        let mut batches: Vec<Vec<Item>> = vec![Vec::new(); self.hooks.len()];
+        for ((event, seq), route) in events.into_iter().zip(committed.seqs).zip(&routes) {
+            let Some(seq) = seq else { continue };
+            let event = Arc::new(event);
+            for (i, hook) in self.hooks.iter().enumerate() {
+                if route.contains(&hook.name) {
+                    batches[i].push(Item {
+                        seq,
+                        event: Arc::clone(&event),
+                        created_at: now,
+                        attempts: 0,
+                        next_at: now,
+                    });
+                }
+            }
+        }
+        for (hook, batch) in self.hooks.iter().zip(batches) {
+            if !batch.is_empty() {
+                // A closed channel means the task ended, which only happens at shutdown.
+                let _ = hook.tx.send(Msg::Push(batch));
+            }
+        }
+        Ok(())
     }
 
-    /// Stops taking events and lets queued and in-flight requests finish, for
-    /// at most `timeout`; what is left after that is abandoned and logged.
-    pub async fn shutdown(mut self, timeout: Duration) {
-        self.queues.clear();
+    /// Stops the tasks: in-flight requests get `shutdown_timeout` to finish,
+    /// their outcomes are recorded; what is still pending stays in the outbox
+    /// for the next start.
+    pub async fn shutdown(mut self) {
+        self.hooks.clear(); // closes the channels: tasks stop taking new work
+        while self.tasks.join_next().await.is_some() {}
+        self.stop_writer().await;
+    }
+
+    /// Delivers everything queued (for runs that end by themselves, like the
+    /// demo), waiting at most `timeout`; what is left stays in the outbox.
+    pub async fn drain(mut self, timeout: Duration) {
+        for hook in &self.hooks {
+            let _ = hook.tx.send(Msg::Drain);
+        }
         let drained = tokio::time::timeout(timeout, async {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(
-                timeout_secs = timeout.as_secs_f64(),
-                "shutdown timeout reached; unsent events are dropped"
-            );
+            tracing::warn!("not everything was delivered in time; the rest stays in the outbox");
             self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        self.hooks.clear();
+        self.stop_writer().await;
+    }
+
+    async fn stop_writer(&mut self) {
+        self.outcomes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
     }
 }
 
-async fn send_loop(sender: HttpSender, mut queue: mpsc::UnboundedReceiver<Arc<Event>>) {
-    while let Some(event) = queue.recv().await {
-        let attempt = sender.send(&event, Utc::now()).await;
-        let elapsed_ms = attempt.elapsed.as_millis() as u64;
-        if attempt.delivered() {
-            tracing::debug!(
-                webhook = sender.name(),
-                event_id = %event.id,
-                event = %event.filter_name(),
-                status = %attempt.reason(),
-                elapsed_ms,
-                "delivered"
-            );
-        } else {
-            tracing::warn!(
-                webhook = sender.name(),
-                event_id = %event.id,
-                event = %event.filter_name(),
-                reason = %attempt.reason(),
-                elapsed_ms,
-                "delivery failed"
-            );
+fn schedule(retry: &RetrySettings) -> Schedule {
+    Schedule {
+        delays: retry.delays.clone(),
+        max_event_age: retry.max_event_age,
+        jitter: JITTER,
+    }
+}
+
+/// The writer thread: records outcomes, as many per transaction as are
+/// waiting, until every sender is gone.
+fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Outcome>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
         }
+        if let Err(e) = lock(store).record(&batch) {
+            // The deliveries stay pending in the file: at worst they are
+            // sent again after a restart (receivers dedupe on webhook-id).
+            tracing::error!(error = %e, outcomes = batch.len(), "cannot record delivery outcomes");
+        }
+    }
+}
+
+/// One webhook's task.
+struct Worker {
+    sender: Arc<HttpSender>,
+    schedule: Schedule,
+    max_in_flight: usize,
+    queue: Queue,
+    outcomes: std::sync::mpsc::Sender<Outcome>,
+    shutdown_timeout: Duration,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
+        let mut disabled = false;
+        let mut draining = false;
+        loop {
+            if draining && (self.queue.is_empty() || disabled) && in_flight.is_empty() {
+                return;
+            }
+            if !disabled {
+                let now_ms = Utc::now().timestamp_millis();
+                while in_flight.len() < self.max_in_flight {
+                    let Some(item) = self.queue.take_due(now_ms) else {
+                        break;
+                    };
+                    let sender = Arc::clone(&self.sender);
+                    in_flight.spawn(async move {
+                        let attempt = sender.send(&item.event, Utc::now()).await;
+                        (item.seq, attempt)
+                    });
+                }
+            }
+            let wake = (!disabled && in_flight.len() < self.max_in_flight)
+                .then(|| self.queue.next_due())
+                .flatten()
+                .map(|at| {
+                    let ms = (at - Utc::now().timestamp_millis()).max(0);
+                    Duration::from_millis(ms as u64)
+                });
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Push(items)) => items.into_iter().for_each(|i| self.queue.push(i)),
+                    Some(Msg::Drop(seqs)) => {
+                        for seq in seqs {
+                            self.queue.remove(seq);
+                        }
+                    }
+                    Some(Msg::Drain) => draining = true,
+                    None => break,
+                },
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok((seq, attempt)) = done {
+                        disabled |= self.settle(seq, attempt);
+                    }
+                }
+                _ = sleep_opt(wake) => {}
+            }
+        }
+        // Shutdown: let in-flight requests finish, within the timeout.
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while let Some(done) = in_flight.join_next().await {
+                if let Ok((seq, attempt)) = done {
+                    self.settle(seq, attempt);
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                webhook = self.sender.name(),
+                in_flight = in_flight.len(),
+                "shutdown timeout reached; unfinished requests will be sent again after the next start"
+            );
+            in_flight.abort_all();
+        }
+    }
+
+    /// Applies an attempt's outcome; returns true if the webhook must be disabled.
+    fn settle(&mut self, seq: i64, attempt: http::Attempt) -> bool {
+        let Some(item) = self.queue.get(seq).cloned() else {
+            return false; // dropped by the bound while in flight
+        };
+        let webhook = self.sender.name().to_string();
+        let (status, decision) = match &attempt.result {
+            AttemptResult::Status {
+                code, retry_after, ..
+            } => (Some(*code), classify(Some(*code), *retry_after)),
+            AttemptResult::Failed(_) => (None, classify(None, None)),
+        };
+        let reason = attempt.reason();
+        let event_id = item.event.id;
+        let event = item.event.filter_name();
+        let elapsed_ms = attempt.elapsed.as_millis() as u64;
+        let attempts = item.attempts + 1;
+        let now = Utc::now();
+        let give_up = |queue: &mut Queue, why: &str| {
+            queue.remove(seq);
+            tracing::error!(
+                webhook = %webhook, event_id = %event_id, event = %event, attempts,
+                reason = %reason, "giving up on the event ({why}); `wghook outbox retry` re-sends it"
+            );
+            Outcome::GaveUp {
+                seq,
+                webhook: webhook.clone(),
+                attempts,
+                last_status: status,
+                last_error: reason.clone(),
+            }
+        };
+        let mut disable = false;
+        let outcome = match decision {
+            Decision::Delivered => {
+                self.queue.remove(seq);
+                tracing::debug!(webhook = %webhook, event_id = %event_id, event = %event, status = %reason, elapsed_ms, "delivered");
+                Outcome::Delivered {
+                    seq,
+                    webhook: webhook.clone(),
+                }
+            }
+            Decision::GiveUp => give_up(&mut self.queue, "the receiver rejected it"),
+            Decision::Retry { retry_after } => {
+                let unit: f64 = rand::random();
+                match self
+                    .schedule
+                    .next_attempt(now, item.created_at, attempts, retry_after, unit)
+                {
+                    Some(next) => {
+                        self.queue.retry(seq, attempts, next);
+                        tracing::warn!(
+                            webhook = %webhook, event_id = %event_id, event = %event, attempts,
+                            reason = %reason, retry_in_ms = (next - now).num_milliseconds(),
+                            "delivery failed; will retry"
+                        );
+                        Outcome::Retry {
+                            seq,
+                            webhook: webhook.clone(),
+                            attempts,
+                            next_attempt: next,
+                            last_status: status,
+                            last_error: reason.clone(),
+                        }
+                    }
+                    None => give_up(&mut self.queue, "older than max_event_age"),
+                }
+            }
+            Decision::Disable => {
+                disable = true;
+                self.queue.retry(seq, attempts, now);
+                tracing::error!(
+                    webhook = %webhook, event_id = %event_id,
+                    "the receiver answered 410 Gone: webhook disabled until the configuration is reloaded; \
+                     its events stay in the outbox"
+                );
+                Outcome::Retry {
+                    seq,
+                    webhook: webhook.clone(),
+                    attempts,
+                    next_attempt: now,
+                    last_status: status,
+                    last_error: reason.clone(),
+                }
+            }
+        };
+        let _ = self.outcomes.send(outcome);
+        disable
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -1060,38 +1060,6 @@ mod tests {
         assert_eq!(go_time(t, Zone::Local), go_time(t, Zone::Fixed(offset)));
     }
 
-    #[test]
-    fn perf_tmp() {
-        for zone in [plus2(), Zone::Local] {
-            let c = RenderContext { zone, ..ctx() };
-            let evs: Vec<Event> = (0..10_000)
-                .map(|_| event(EventKind::Connect, Entity::Peer))
-                .collect();
-            let start = std::time::Instant::now();
-            let mut total = 0;
-            for e in &evs {
-                total += render(e, &c).len();
-            }
-            eprintln!(
-                "PERF {:?} 10k connect: {:?} ({total})",
-                zone,
-                start.elapsed()
-            );
-            let evs: Vec<Event> = (0..10_000)
-                .map(|_| event(EventKind::Update, Entity::Peer))
-                .collect();
-            let start = std::time::Instant::now();
-            for e in &evs {
-                total += render(e, &c).len();
-            }
-            eprintln!(
-                "PERF {:?} 10k peer update: {:?} ({total})",
-                zone,
-                start.elapsed()
-            );
-        }
-    }
-
     proptest! {
         #[test]
         fn go_time_is_rfc3339_of_the_same_instant(

@@ -1,0 +1,147 @@
+//! Benchmarks for the per-poll hot paths, with the budgets from the design:
+//! tracker on 100,000 peers (no change <= 20 ms, 10 % changed <= 40 ms),
+//! parsing a 10,000-peer wireguard-go UAPI reply (<= 10 ms), rendering and
+//! serialising 10,000 connect payloads (<= 20 ms). Results: BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use ipnet::IpNet;
+use wghook::backend::uapi_parse;
+use wghook::event::{wg_portal, RenderContext};
+use wghook::model::{DriverKind, Interface, Peer, PublicKey, Snapshot};
+use wghook::tracker::{self, Announce, Settings};
+
+const PEERS: usize = 100_000;
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_780_000_000, 0).unwrap()
+}
+
+fn key(i: usize) -> PublicKey {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    k[8] = 0xa5;
+    PublicKey(k)
+}
+
+/// A host with `PEERS` peers over 4 interfaces; half of them connected.
+fn snapshot() -> Snapshot {
+    let per = PEERS / 4;
+    let interfaces = (0..4)
+        .map(|n| Interface {
+            name: format!("wg{n}"),
+            public_key: Some(key(1_000_000 + n)),
+            listen_port: 51820 + n as u16,
+            driver: DriverKind::Kernel,
+            peers: (0..per)
+                .map(|j| {
+                    let i = n * per + j;
+                    Peer {
+                        public_key: key(i),
+                        endpoint: Some(format!("198.51.{}.{}:51820", (i / 250) % 250, i % 250).parse().unwrap()),
+                        allowed_ips: vec![format!("10.{}.{}.{}/32", i >> 16 & 255, i >> 8 & 255, i & 255)
+                            .parse::<IpNet>()
+                            .unwrap()],
+                        persistent_keepalive: 25,
+                        has_preshared_key: false,
+                        last_handshake: (i % 2 == 0).then(|| now() - TimeDelta::seconds(30)),
+                        rx_bytes: i as u64 * 7,
+                        tx_bytes: i as u64 * 11,
+                    }
+                })
+                .collect(),
+            ..Interface::default()
+        })
+        .collect();
+    Snapshot {
+        interfaces,
+        unreadable: vec![],
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        connect_threshold: TimeDelta::seconds(180),
+        endpoint_updates: true,
+        announce_on_start: Announce::Connected,
+        host: "bench".into(),
+    }
+}
+
+/// Every tenth peer: new handshake, more traffic, and every other one of
+/// those roams (an update event) or connects.
+fn changed(mut s: Snapshot) -> Snapshot {
+    for iface in &mut s.interfaces {
+        for (j, p) in iface.peers.iter_mut().enumerate() {
+            if j % 10 == 0 {
+                p.last_handshake = Some(now() + TimeDelta::seconds(1));
+                p.rx_bytes += 1000;
+                p.tx_bytes += 2000;
+                if j % 20 == 0 {
+                    p.endpoint = Some("203.0.113.1:4000".parse().unwrap());
+                }
+            }
+        }
+    }
+    s
+}
+
+fn bench_tracker(c: &mut Criterion) {
+    let base = snapshot();
+    let next = changed(base.clone());
+    let settings = settings();
+    let (state, _) = tracker::track(None, &base, now(), &settings);
+    let later = now() + TimeDelta::seconds(1);
+
+    let mut group = c.benchmark_group("tracker_100k_peers");
+    group.sample_size(20);
+    group.bench_function("no_change", |b| {
+        b.iter_batched(
+            || state.clone(),
+            |st| black_box(tracker::track(Some(st), &base, later, &settings)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("ten_percent_changed", |b| {
+        b.iter_batched(
+            || state.clone(),
+            |st| black_box(tracker::track(Some(st), &next, later, &settings)),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn bench_uapi(c: &mut Criterion) {
+    let reply = uapi_parse::generate_wireguard_go_reply(10_000);
+    c.bench_function("uapi_parse_10k_peers", |b| {
+        b.iter(|| {
+            black_box(uapi_parse::parse_interface("wg0", reply.as_bytes(), now()).unwrap())
+        })
+    });
+}
+
+fn bench_render(c: &mut Criterion) {
+    let base = snapshot();
+    let mut small = base.clone();
+    small.interfaces.truncate(1);
+    small.interfaces[0].peers.truncate(20_000);
+    // First start with `connected` announces one connect per connected peer: 10,000.
+    let (_, events) = tracker::track(None, &small, now(), &settings());
+    assert_eq!(events.len(), 10_000);
+    let ctx = RenderContext::default();
+    c.bench_function("render_10k_connect_payloads", |b| {
+        b.iter(|| {
+            let mut total = 0;
+            for e in &events {
+                total += wg_portal::render(e, &ctx).len();
+            }
+            black_box(total)
+        })
+    });
+}
+
+criterion_group!(benches, bench_tracker, bench_uapi, bench_render);
+criterion_main!(benches);

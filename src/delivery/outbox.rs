@@ -1,0 +1,654 @@
+//! The durable outbox: one SQLite file holding the events still to deliver,
+//! each webhook's progress on them, and the tracker's saved state.
+//!
+//! Invariants:
+//! - the events of one poll, their delivery rows and the tracker state they
+//!   came from are written in **one transaction** ([`Store::commit_poll`]):
+//!   after a crash the database holds both or neither;
+//! - an event row exists while at least one delivery row (pending or given
+//!   up) refers to it;
+//! - the bound (`max_pending_events`) is enforced at commit: the oldest
+//!   pending events are dropped and returned, so the caller can log them;
+//! - WAL journal with `synchronous=FULL`: a committed poll survives a crash
+//!   or power loss; other processes (the `wghook outbox` CLI) may read and
+//!   write the file while the daemon runs.
+//!
+//! This module is synchronous; the daemon drives it from a dedicated thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::event::Event;
+use crate::model::PublicKey;
+use crate::tracker::{Changes, InterfaceState, PeerState, State, STATE_VERSION};
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "wghook.db";
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Why the outbox could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("outbox {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("outbox database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("outbox holds a record that cannot be read ({what}): {message}")]
+    Corrupt { what: String, message: String },
+}
+
+/// A delivery still to make, loaded at start.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub event: Event,
+    /// When the event was committed (the start of `max_event_age`).
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+}
+
+/// What one attempt (or the giving up) did to a delivery row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        seq: i64,
+        webhook: String,
+    },
+    /// Failed; try again at `next_attempt`.
+    Retry {
+        seq: i64,
+        webhook: String,
+        attempts: u32,
+        next_attempt: DateTime<Utc>,
+        last_status: Option<u16>,
+        last_error: String,
+    },
+    /// Failed for good (dead letter): kept for `wghook outbox retry`.
+    GaveUp {
+        seq: i64,
+        webhook: String,
+        attempts: u32,
+        last_status: Option<u16>,
+        last_error: String,
+    },
+}
+
+/// An event dropped because the outbox was full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub seq: i64,
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// What a poll's commit did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The outbox sequence number of each event, in input order (`None`:
+    /// no webhook wanted it, nothing stored).
+    pub seqs: Vec<Option<i64>>,
+    /// Events dropped to keep the bound, oldest first.
+    pub dropped: Vec<Dropped>,
+}
+
+/// One row of `wghook outbox`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    pub webhook: String,
+    pub state: String,
+    pub id: String,
+    pub event: String,
+    pub identifier: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: u32,
+    pub next_attempt: Option<DateTime<Utc>>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// The outbox database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the outbox in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: dir.join(DB_FILE),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| {
+            open_err(format!(
+                "cannot create the state directory: {e} (set monitor.state_dir to a writable directory)"
+            ))
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| {
+            open_err(format!(
+                "cannot open: {e} (set monitor.state_dir to a writable directory)"
+            ))
+        })?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS events(
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL,
+                 created_at INTEGER NOT NULL,
+                 body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS deliveries(
+                 seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+                 webhook TEXT NOT NULL,
+                 state TEXT NOT NULL CHECK (state IN ('pending', 'given_up')),
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt INTEGER NOT NULL,
+                 last_status INTEGER,
+                 last_error TEXT,
+                 PRIMARY KEY (seq, webhook));
+             CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries(state, seq);
+             CREATE TABLE IF NOT EXISTS tracker_interfaces(name TEXT PRIMARY KEY, data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS tracker_peers(
+                 interface TEXT NOT NULL,
+                 key BLOB NOT NULL,
+                 data TEXT NOT NULL,
+                 PRIMARY KEY (interface, key));",
+        )?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match version.as_deref().map(str::parse::<i64>) {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(Ok(SCHEMA_VERSION)) => {}
+            Some(_) => {
+                return Err(open_err(format!(
+                    "written by another wghook version (schema {}); this one reads schema {SCHEMA_VERSION}",
+                    version.unwrap_or_default()
+                )))
+            }
+        }
+        Ok(Self { conn, path })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The tracker state saved by the last commit, or `None` before the first.
+    pub fn load_state(&self) -> Result<Option<State>, StoreError> {
+        let saved: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'state_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match saved.as_deref().map(str::parse::<u32>) {
+            None => return Ok(None),
+            Some(Ok(v)) if v == STATE_VERSION => {}
+            Some(_) => {
+                // A state from an incompatible version: start afresh rather than misreport.
+                tracing::warn!(
+                    "saved tracker state has another format; starting as on a first start"
+                );
+                return Ok(None);
+            }
+        }
+        let mut state = State::empty();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, data FROM tracker_interfaces")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (name, data) = row?;
+            let mut iface: InterfaceState =
+                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                    what: format!("tracker state of interface {name}"),
+                    message: e.to_string(),
+                })?;
+            iface.peers.clear();
+            state.interfaces.insert(name, iface);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT interface, key, data FROM tracker_peers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (iface, key, data) = row?;
+            let corrupt = |message: String| StoreError::Corrupt {
+                what: format!("tracker state of a peer of {iface}"),
+                message,
+            };
+            let key = PublicKey::from_slice(&key).map_err(|e| corrupt(e.to_string()))?;
+            let peer: PeerState =
+                serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
+            if let Some(i) = state.interfaces.get_mut(&iface) {
+                i.peers.insert(key, peer);
+            }
+        }
+        Ok(Some(state))
+    }
+
+    /// Commits one poll: its events with a delivery row per webhook that wants
+    /// it (`routes[i]` for `events[i]`), the tracker state changes, then the
+    /// bound. One transaction.
+    pub fn commit_poll(
+        &mut self,
+        events: &[Event],
+        routes: &[Vec<String>],
+        state: &State,
+        changes: &Changes,
+        now: DateTime<Utc>,
+        max_pending: u64,
+    ) -> Result<Committed, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Committed::default();
+        {
+            let mut insert_event = tx.prepare_cached(
+                "INSERT INTO events(id, name, created_at, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut insert_delivery = tx.prepare_cached(
+                "INSERT INTO deliveries(seq, webhook, state, attempts, next_attempt)
+                 VALUES (?1, ?2, 'pending', 0, ?3)",
+            )?;
+            for (event, hooks) in events.iter().zip(routes) {
+                if hooks.is_empty() {
+                    out.seqs.push(None);
+                    continue;
+                }
+                let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
+                    what: format!("event {}", event.id),
+                    message: e.to_string(),
+                })?;
+                insert_event.execute(params![
+                    event.id.to_string(),
+                    event.filter_name(),
+                    millis(now),
+                    body
+                ])?;
+                let seq = tx.last_insert_rowid();
+                for hook in hooks {
+                    insert_delivery.execute(params![seq, hook, millis(now)])?;
+                }
+                out.seqs.push(Some(seq));
+            }
+        }
+        save_state(&tx, state, changes)?;
+        out.dropped = enforce_bound(&tx, max_pending)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Records the outcomes of attempts, in one transaction.
+    pub fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND webhook = ?2")?;
+            let mut orphan = tx.prepare_cached(
+                "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE deliveries SET attempts = ?3, next_attempt = ?4, last_status = ?5, last_error = ?6
+                 WHERE seq = ?1 AND webhook = ?2 AND state = 'pending'",
+            )?;
+            let mut gave_up = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'given_up', attempts = ?3, last_status = ?4, last_error = ?5
+                 WHERE seq = ?1 AND webhook = ?2",
+            )?;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Delivered { seq, webhook } => {
+                        delete.execute(params![seq, webhook])?;
+                        orphan.execute(params![seq])?;
+                    }
+                    Outcome::Retry {
+                        seq,
+                        webhook,
+                        attempts,
+                        next_attempt,
+                        last_status,
+                        last_error,
+                    } => {
+                        retry.execute(params![
+                            seq,
+                            webhook,
+                            attempts,
+                            millis(*next_attempt),
+                            last_status,
+                            last_error
+                        ])?;
+                    }
+                    Outcome::GaveUp {
+                        seq,
+                        webhook,
+                        attempts,
+                        last_status,
+                        last_error,
+                    } => {
+                        gave_up.execute(params![
+                            seq,
+                            webhook,
+                            attempts,
+                            last_status,
+                            last_error
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pending deliveries of one webhook, oldest first.
+    pub fn pending(&self, webhook: &str) -> Result<Vec<Pending>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.seq, e.body, e.created_at, d.attempts, d.next_attempt
+             FROM deliveries d JOIN events e ON e.seq = d.seq
+             WHERE d.webhook = ?1 AND d.state = 'pending' ORDER BY d.seq",
+        )?;
+        let rows = stmt.query_map([webhook], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, body, created, attempts, next) = row?;
+            match serde_json::from_str::<Event>(&body) {
+                Ok(event) => out.push(Pending {
+                    seq,
+                    event,
+                    created_at: from_millis(created),
+                    attempts,
+                    next_attempt: from_millis(next),
+                }),
+                Err(e) => {
+                    // Reported and skipped: one bad row must not stop delivery.
+                    tracing::error!(seq, webhook, error = %e, "unreadable event in the outbox; skipping it");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Webhook names that have pending deliveries, with their counts.
+    pub fn pending_webhooks(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY webhook",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every pending and given-up delivery (optionally of one webhook).
+    pub fn list(&self, webhook: Option<&str>) -> Result<Vec<Listed>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT d.webhook, d.state, e.id, e.name, e.body, e.created_at, d.attempts,
+                    d.next_attempt, d.last_status, d.last_error
+             FROM deliveries d JOIN events e ON e.seq = d.seq
+             WHERE ?1 IS NULL OR d.webhook = ?1
+             ORDER BY d.webhook, d.state, d.seq",
+        )?;
+        let rows = stmt.query_map([webhook], |r| {
+            let state: String = r.get(1)?;
+            let next: i64 = r.get(7)?;
+            let body: String = r.get(4)?;
+            Ok(Listed {
+                webhook: r.get(0)?,
+                next_attempt: (state == "pending").then(|| from_millis(next)),
+                state,
+                id: r.get(2)?,
+                event: r.get(3)?,
+                identifier: serde_json::from_str::<Event>(&body)
+                    .map(|e| e.identifier())
+                    .unwrap_or_default(),
+                created_at: from_millis(r.get(5)?),
+                attempts: r.get(6)?,
+                last_status: r.get(8)?,
+                last_error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Puts given-up deliveries back in the queue (all of them, or those of
+    /// one webhook, or the given event ids). Returns how many.
+    pub fn requeue(
+        &mut self,
+        webhook: Option<&str>,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?1
+                 WHERE state = 'given_up' AND (?2 IS NULL OR webhook = ?2)
+                   AND (?3 IS NULL OR seq = (SELECT seq FROM events WHERE id = ?3))",
+            )?;
+            if ids.is_empty() {
+                n += stmt.execute(params![millis(now), webhook, None::<String>])?;
+            } else {
+                for id in ids {
+                    n += stmt.execute(params![millis(now), webhook, id])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Deletes every pending and given-up delivery and their events. Returns
+    /// the number of deliveries removed.
+    pub fn purge(&mut self) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM deliveries", [])?;
+        tx.execute("DELETE FROM events", [])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Number of events with at least one pending delivery.
+    pub fn pending_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(DISTINCT seq) FROM deliveries WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// Writes what the tracker changed (everything when `changes.all`).
+fn save_state(tx: &Transaction<'_>, state: &State, changes: &Changes) -> Result<(), StoreError> {
+    let to_json = |what: &str, v: &dyn erased::Json| {
+        v.json().map_err(|e| StoreError::Corrupt {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    };
+    if changes.all {
+        tx.execute("DELETE FROM tracker_peers", [])?;
+        tx.execute("DELETE FROM tracker_interfaces", [])?;
+    }
+    let mut put_iface =
+        tx.prepare_cached("INSERT OR REPLACE INTO tracker_interfaces(name, data) VALUES (?1, ?2)")?;
+    let mut put_peer = tx.prepare_cached(
+        "INSERT OR REPLACE INTO tracker_peers(interface, key, data) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut del_iface = tx.prepare_cached("DELETE FROM tracker_interfaces WHERE name = ?1")?;
+    let mut del_iface_peers =
+        tx.prepare_cached("DELETE FROM tracker_peers WHERE interface = ?1")?;
+    let mut del_peer =
+        tx.prepare_cached("DELETE FROM tracker_peers WHERE interface = ?1 AND key = ?2")?;
+
+    for name in &changes.removed_interfaces {
+        del_iface.execute([name])?;
+        del_iface_peers.execute([name])?;
+    }
+    for (iface, key) in &changes.removed_peers {
+        del_peer.execute(params![iface, &key.0[..]])?;
+    }
+    let write_iface =
+        |name: &str, i: &InterfaceState, put_iface: &mut rusqlite::CachedStatement<'_>| {
+            let shell = InterfaceShell {
+                info: &i.info,
+                sequence: i.sequence,
+            };
+            let data = to_json("interface state", &shell)?;
+            put_iface.execute(params![name, data])?;
+            Ok::<_, StoreError>(())
+        };
+    if changes.all {
+        for (name, i) in &state.interfaces {
+            write_iface(name, i, &mut put_iface)?;
+            for (key, p) in &i.peers {
+                put_peer.execute(params![name, &key.0[..], to_json("peer state", p)?])?;
+            }
+        }
+    } else {
+        for name in &changes.interfaces {
+            if let Some(i) = state.interfaces.get(name) {
+                write_iface(name, i, &mut put_iface)?;
+            }
+        }
+        for (name, key) in &changes.peers {
+            if let Some(p) = state.interfaces.get(name).and_then(|i| i.peers.get(key)) {
+                put_peer.execute(params![name, &key.0[..], to_json("peer state", p)?])?;
+            }
+        }
+    }
+    tx.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('state_version', ?1)",
+        [STATE_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
+/// An interface's state without its peers (they have rows of their own).
+#[derive(Serialize)]
+struct InterfaceShell<'a> {
+    info: &'a crate::event::InterfaceInfo,
+    sequence: u64,
+}
+
+/// Drops the oldest pending events beyond `max_pending`, and given-up
+/// records beyond the same number, so the file stays bounded.
+fn enforce_bound(tx: &Transaction<'_>, max_pending: u64) -> Result<Vec<Dropped>, StoreError> {
+    let pending: u64 = tx.query_row(
+        "SELECT COUNT(DISTINCT seq) FROM deliveries WHERE state = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut dropped = Vec::new();
+    if pending > max_pending {
+        let excess = pending - max_pending;
+        let mut stmt = tx.prepare(
+            "SELECT e.seq, e.id, e.name FROM events e
+             WHERE e.seq IN (SELECT DISTINCT seq FROM deliveries WHERE state = 'pending'
+                             ORDER BY seq LIMIT ?1)
+             ORDER BY e.seq",
+        )?;
+        let rows = stmt.query_map([excess], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, id, name) = row?;
+            dropped.push(Dropped {
+                seq,
+                id: Uuid::parse_str(&id).unwrap_or_default(),
+                name,
+            });
+        }
+        let mut del =
+            tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND state = 'pending'")?;
+        let mut orphan = tx.prepare_cached(
+            "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+        )?;
+        for d in &dropped {
+            del.execute([d.seq])?;
+            orphan.execute([d.seq])?;
+        }
+    }
+    let given_up: u64 = tx.query_row(
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'given_up'",
+        [],
+        |r| r.get(0),
+    )?;
+    if given_up > max_pending {
+        tx.execute(
+            "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
+               WHERE state = 'given_up' ORDER BY seq LIMIT ?1)",
+            [given_up - max_pending],
+        )?;
+        tx.execute(
+            "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)",
+            [],
+        )?;
+    }
+    Ok(dropped)
+}
+
+/// Serialising through a trait object, so one closure serves every type.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> serde_json::Result<String>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Result<String> {
+            serde_json::to_string(self)
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Log output: which format, which filter, set up once per process.
+//!
+//! Formats ([`LogFormat`]):
+//! - `human`: timestamps, levels, colours on a terminal (the `tracing` default);
+//! - `journald`: one line per event, no timestamp (journald stamps each line
+//!   itself), prefixed with the syslog priority the way `sd-daemon(3)` does
+//!   (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), so
+//!   `journalctl -p warning` works;
+//! - `json`: one JSON object per line, for log shippers;
+//! - `auto`: `journald` under systemd (`JOURNAL_STREAM` is set, or stderr is
+//!   not a terminal), else `human`.
+//!
+//! The filter is a `RUST_LOG`-style directive list (`info`,
+//! `wghook=debug,warn`). Precedence: the `RUST_LOG` environment variable,
+//! then `--log-level`, then the configuration's `log.level`, then the
+//! command's default. Likewise the format: `--log-format`, then the
+//! configuration's `log.format`, then `auto`.
+//!
+//! Invariants: logs go to stderr only (stdout belongs to command output);
+//! [`init`] installs the global subscriber at most once; the configuration
+//! can change the filter and the format later through [`LogHandle`] (at start
+//! and on reload), but never overrides what the environment or a flag set.
+
+use std::fmt;
+use std::io::IsTerminal as _;
+
+use tracing::{Level, Subscriber};
+use tracing_subscriber::fmt::format::{Format, Full, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `journald` under systemd or when stderr is not a terminal, else `human`.
+    #[default]
+    Auto,
+    /// Timestamps, levels and colours, for a terminal.
+    Human,
+    /// `<N>`-prefixed lines without timestamps, for the journal.
+    Journald,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used on the command line and in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Auto => "auto",
+            LogFormat::Human => "human",
+            LogFormat::Journald => "journald",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// Parses `auto`, `human`, `journald` or `json` (for the configuration).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(LogFormat::Auto),
+            "human" => Ok(LogFormat::Human),
+            "journald" => Ok(LogFormat::Journald),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected auto, human, journald or json"
+            )),
+        }
+    }
+}
+
+/// A format with `auto` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Concrete {
+    Human,
+    Journald,
+    Json,
+}
+
+/// Decides `auto` from what the process knows about its stderr.
+fn concrete(format: LogFormat, journal_stream: bool, stderr_is_terminal: bool) -> Concrete {
+    match format {
+        LogFormat::Human => Concrete::Human,
+        LogFormat::Journald => Concrete::Journald,
+        LogFormat::Json => Concrete::Json,
+        LogFormat::Auto if journal_stream || !stderr_is_terminal => Concrete::Journald,
+        LogFormat::Auto => Concrete::Human,
+    }
+}
+
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A filter (from `RUST_LOG`, `--log-level` or `log.level`) does not parse.
+    #[error("invalid log filter {filter:?} from {source_name}: {reason}")]
+    Filter {
+        filter: String,
+        source_name: &'static str,
+        reason: String,
+    },
+    /// A global subscriber was already installed.
+    #[error("logging is already initialised")]
+    AlreadyInitialised,
+    /// The live subscriber could not be updated.
+    #[error("cannot update the log settings: {0}")]
+    Reload(String),
+}
+
+/// Checks a `RUST_LOG`-style filter (for validating `log.level`).
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_filter(filter: &str, source_name: &'static str) -> Result<EnvFilter, LogError> {
+    EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| LogError::Filter {
+            filter: filter.to_string(),
+            source_name,
+            reason: e.to_string(),
+        })
+}
+
+/// Where the filter in force came from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FilterSource {
+    Env,
+    Flag,
+    Config,
+    Default,
+}
+
+impl FilterSource {
+    fn name(self) -> &'static str {
+        match self {
+            FilterSource::Env => "RUST_LOG",
+            FilterSource::Flag => "--log-level",
+            FilterSource::Config => "log.level",
+            FilterSource::Default => "the default",
+        }
+    }
+}
+
+/// The filter text and its source, by precedence.
+fn choose_filter<'a>(
+    env: Option<&'a str>,
+    flag: Option<&'a str>,
+    default_level: &'a str,
+) -> (&'a str, FilterSource) {
+    let given = |s: &Option<&'a str>| s.filter(|s| !s.trim().is_empty());
+    if let Some(env) = given(&env) {
+        (env, FilterSource::Env)
+    } else if let Some(flag) = given(&flag) {
+        (flag, FilterSource::Flag)
+    } else {
+        (default_level, FilterSource::Default)
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+type Filtered = tracing_subscriber::layer::Layered<reload::Layer<BoxedLayer, Registry>, Registry>;
+
+/// Changes the log settings after [`init`], within the precedence rules.
+pub struct LogHandle {
+    filter: reload::Handle<EnvFilter, Filtered>,
+    layer: reload::Handle<BoxedLayer, Registry>,
+    filter_source: FilterSource,
+    format_from_flag: bool,
+    journal_stream: bool,
+    stderr_is_terminal: bool,
+}
+
+impl fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogHandle")
+            .field("filter_source", &self.filter_source)
+            .field("format_from_flag", &self.format_from_flag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogHandle {
+    /// Applies the configuration's `log.level` and `log.format` (at start and
+    /// on each reload). A level is ignored when `RUST_LOG` or `--log-level`
+    /// set the filter, a format when `--log-format` set it; `None` restores
+    /// the default. An invalid level changes nothing and is returned.
+    pub fn apply_config(
+        &self,
+        level: Option<&str>,
+        format: Option<LogFormat>,
+        default_level: &str,
+    ) -> Result<(), LogError> {
+        if self.filter_source > FilterSource::Flag {
+            let (text, source) = match level.filter(|l| !l.trim().is_empty()) {
+                Some(level) => (level, FilterSource::Config),
+                None => (default_level, FilterSource::Default),
+            };
+            let filter = parse_filter(text, source.name())?;
+            self.filter
+                .reload(filter)
+                .map_err(|e| LogError::Reload(e.to_string()))?;
+        }
+        if !self.format_from_flag {
+            let format = concrete(
+                format.unwrap_or_default(),
+                self.journal_stream,
+                self.stderr_is_terminal,
+            );
+            self.layer
+                .reload(output_layer(format, self.stderr_is_terminal))
+                .map_err(|e| LogError::Reload(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Installs the global subscriber writing to stderr. `format` and `filter`
+/// are the command-line flags (`None`/`Auto` when not given); the filter is
+/// taken from `RUST_LOG` if set, else `filter`, else `default_level`.
+pub fn init(
+    format: Option<LogFormat>,
+    filter: Option<&str>,
+    default_level: &str,
+) -> Result<LogHandle, LogError> {
+    let env = std::env::var("RUST_LOG").ok();
+    let (text, filter_source) = choose_filter(env.as_deref(), filter, default_level);
+    let env_filter = parse_filter(text, filter_source.name())?;
+    let journal_stream = std::env::var_os("JOURNAL_STREAM").is_some();
+    let stderr_is_terminal = std::io::stderr().is_terminal();
+    let format_from_flag = format.is_some_and(|f| f != LogFormat::Auto);
+    let output = concrete(
+        format.unwrap_or_default(),
+        journal_stream,
+        stderr_is_terminal,
+    );
+
+    let (layer, layer_handle) = reload::Layer::new(output_layer(output, stderr_is_terminal));
+    let (env_filter, filter_handle) = reload::Layer::new(env_filter);
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(env_filter)
+        .try_init()
+        .map_err(|_| LogError::AlreadyInitialised)?;
+    Ok(LogHandle {
+        filter: filter_handle,
+        layer: layer_handle,
+        filter_source,
+        format_from_flag,
+        journal_stream,
+        stderr_is_terminal,
+    })
+}
+
+/// The formatting layer for a format, writing to stderr.
+fn output_layer(format: Concrete, stderr_is_terminal: bool) -> BoxedLayer {
+    output_layer_to(format, stderr_is_terminal, std::io::stderr)
+}
+
+fn output_layer_to<W>(format: Concrete, ansi: bool, writer: W) -> BoxedLayer
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer().with_writer(writer);
+    match format {
+        Concrete::Human => base.with_ansi(ansi).boxed(),
+        Concrete::Journald => base
+            .with_ansi(false)
+            .event_format(JournaldFormat::default())
+            .boxed(),
+        Concrete::Json => base
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+    }
+}
+
+/// The `sd-daemon(3)` priority prefix for a level.
+fn priority(level: Level) -> &'static str {
+    match level {
+        Level::ERROR => "<3>",
+        Level::WARN => "<4>",
+        Level::INFO => "<6>",
+        Level::DEBUG | Level::TRACE => "<7>",
+    }
+}
+
+/// `<N>target: message key=value`: the default line without timestamp and
+/// level, behind the syslog priority journald reads.
+struct JournaldFormat {
+    inner: Format<Full, ()>,
+}
+
+impl Default for JournaldFormat {
+    fn default() -> Self {
+        JournaldFormat {
+            inner: tracing_subscriber::fmt::format()
+                .without_time()
+                .with_level(false)
+                .with_target(true)
+                .with_ansi(false),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JournaldFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str(priority(*event.metadata().level()))?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A `MakeWriter` collecting everything written.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Logs one event per level through a format and returns the output.
+    fn log_with(format: Concrete) -> String {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(output_layer_to(format, false, buffer.clone()))
+            .with(EnvFilter::new("trace"));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(interface = "wg0", "lost");
+            tracing::warn!("careful");
+            tracing::info!(peers = 3, "polled");
+            tracing::debug!("detail");
+            tracing::trace!("noise");
+        });
+        buffer.text()
+    }
+
+    #[test]
+    fn journald_lines_carry_the_syslog_priority_and_no_timestamp() {
+        let out = log_with(Concrete::Journald);
+        let lines: Vec<&str> = out.lines().collect();
+        let target = module_path!();
+        assert_eq!(
+            lines,
+            [
+                format!("<3>{target}: lost interface=\"wg0\""),
+                format!("<4>{target}: careful"),
+                format!("<6>{target}: polled peers=3"),
+                format!("<7>{target}: detail"),
+                format!("<7>{target}: noise"),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_level_and_fields() {
+        let out = log_with(Concrete::Json);
+        let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(first["level"], "ERROR");
+        assert_eq!(first["message"], "lost");
+        assert_eq!(first["interface"], "wg0");
+        assert!(first["timestamp"].is_string());
+        assert_eq!(out.lines().count(), 5);
+    }
+
+    #[test]
+    fn human_lines_have_a_timestamp_and_level() {
+        let out = log_with(Concrete::Human);
+        let first = out.lines().next().unwrap();
+        assert!(first.contains("ERROR"), "{first}");
+        // RFC 3339 timestamp first: "2025-01-02T03:04:05.678Z ..."
+        assert!(
+            first.as_bytes()[4] == b'-' && first.as_bytes()[10] == b'T',
+            "{first}"
+        );
+    }
+
+    #[test]
+    fn auto_means_journald_under_systemd_or_off_a_terminal() {
+        assert_eq!(concrete(LogFormat::Auto, true, true), Concrete::Journald);
+        assert_eq!(concrete(LogFormat::Auto, false, false), Concrete::Journald);
+        assert_eq!(concrete(LogFormat::Auto, false, true), Concrete::Human);
+        assert_eq!(concrete(LogFormat::Human, true, false), Concrete::Human);
+        assert_eq!(concrete(LogFormat::Json, true, true), Concrete::Json);
+    }
+
+    #[test]
+    fn rust_log_beats_the_flag_which_beats_the_default() {
+        assert_eq!(
+            choose_filter(Some("debug"), Some("warn"), "info"),
+            ("debug", FilterSource::Env)
+        );
+        assert_eq!(
+            choose_filter(None, Some("warn"), "info"),
+            ("warn", FilterSource::Flag)
+        );
+        assert_eq!(
+            choose_filter(Some(" "), None, "info"),
+            ("info", FilterSource::Default)
+        );
+        // The configuration only applies below the flag.
+        assert!(FilterSource::Flag < FilterSource::Config);
+        assert!(FilterSource::Config < FilterSource::Default);
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        assert!(check_filter("info").is_ok());
+        assert!(check_filter("wghook=debug,warn").is_ok());
+        assert!(check_filter("wghook=loud").is_err());
+        let err = parse_filter("wghook=loud", "--log-level").unwrap_err();
+        assert!(err.to_string().contains("--log-level"), "{err}");
+    }
+
+    #[test]
+    fn formats_parse_from_their_names() {
+        for f in [
+            LogFormat::Auto,
+            LogFormat::Human,
+            LogFormat::Journald,
+            LogFormat::Json,
+        ] {
+            assert_eq!(f.as_str().parse::<LogFormat>(), Ok(f));
+        }
+        assert!("syslog".parse::<LogFormat>().is_err());
+    }
+}
