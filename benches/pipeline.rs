@@ -46,7 +46,7 @@ fn snapshot() -> Snapshot {
                             .unwrap()],
                         persistent_keepalive: 25,
                         has_preshared_key: false,
-                        last_handshake: (i % 2 == 0).then(|| now() - TimeDelta::seconds(30)),
+                        last_handshake: i.is_multiple_of(2).then(|| now() - TimeDelta::seconds(30)),
                         rx_bytes: i as u64 * 7,
                         tx_bytes: i as u64 * 11,
                     }

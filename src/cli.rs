@@ -52,6 +52,16 @@ pub enum Command {
     },
     /// Play a built-in scenario on a simulated host, delivering to a built-in receiver.
     Demo,
+    /// List undelivered events (pending and given up) per webhook; re-queue or purge them.
+    Outbox {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
     /// Print a shell completion script (e.g. `wghook completions bash >
     /// /usr/share/bash-completion/completions/wghook`).
     Completions {
@@ -61,6 +71,26 @@ pub enum Command {
     },
     /// Print the manual page (roff; e.g. `wghook man | man -l -`).
     Man,
+}
+
+/// What `wghook outbox` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Put given-up events back in the queue: all of them, one webhook's, or
+    /// the given event ids. A running daemon sends them after its next restart.
+    Retry {
+        /// Only this webhook's.
+        #[arg(long, value_name = "NAME")]
+        webhook: Option<String>,
+        /// Event ids (the webhook-id header); none means all given-up events.
+        ids: Vec<String>,
+    },
+    /// Delete every pending and given-up event from the outbox.
+    Purge {
+        /// Confirm: without it nothing is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `-c FILE`, shared by the commands that read the configuration.
@@ -110,9 +140,23 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run().await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Outbox {
+            config,
+            json,
+            action,
+        } => {
+            let Some(cfg) = load(&config)? else {
+                return Ok(ExitCode::from(2));
+            };
+            outbox(&cfg, json, action)
+        }
         Command::Completions { shell } => {
+            // Generated into memory first: clap_complete panics on a write
+            // error (e.g. a closed pipe) instead of returning it.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "wghook", &mut script);
             let mut out = std::io::stdout().lock();
-            clap_complete::generate(shell, &mut Cli::command(), "wghook", &mut out);
+            out.write_all(&script)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
@@ -122,6 +166,70 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One `.SS` per (sub)command with its arguments, recursively.
+fn render_command(page: &mut clap_mangen::roff::Roff, parent: &str, cmd: &clap::Command) {
+    use clap_mangen::roff::{bold, italic, roman};
+
+    if cmd.get_name() == "help" || cmd.is_hide_set() {
+        return;
+    }
+    let path = format!("{parent} {}", cmd.get_name());
+    page.control("SS", [path.as_str()]);
+    if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
+        page.text([roman(about.to_string())]);
+    }
+    for arg in cmd
+        .get_arguments()
+        .filter(|a| !a.is_global_set() && !a.is_hide_set())
+    {
+        let mut head = Vec::new();
+        if let Some(short) = arg.get_short() {
+            head.push(bold(format!("-{short}")));
+            head.push(roman(", "));
+        }
+        let value_name = arg
+            .get_value_names()
+            .and_then(|n| n.first())
+            .map_or_else(|| arg.get_id().as_str().to_uppercase(), |n| n.to_string());
+        match arg.get_long() {
+            Some(long) => {
+                head.push(bold(format!("--{long}")));
+                if arg.get_action().takes_values() {
+                    head.push(roman(" "));
+                    head.push(italic(value_name));
+                }
+            }
+            None => head.push(italic(value_name)),
+        }
+        page.control("TP", []).text(head);
+        let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        if !defaults.is_empty() {
+            help.push_str(&format!(" [default: {}]", defaults.join(", ")));
+        }
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        if !values.is_empty() && arg.get_long().is_none() {
+            if !help.is_empty() && !help.ends_with('.') {
+                help.push('.');
+            }
+            help.push_str(&format!(" One of: {}.", values.join(", ")));
+        }
+        page.text([roman(help)]);
+    }
+    for sub in cmd.get_subcommands() {
+        render_command(page, &path, sub);
     }
 }
 
@@ -137,58 +245,12 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    man.render_subcommands_section(&mut out)?;
-    // Each command's own options.
+    let mut commands = Roff::new();
+    commands.control("SH", ["COMMANDS"]);
     for sub in Cli::command().get_subcommands() {
-        let visible = sub
-            .get_arguments()
-            .any(|a| !a.is_global_set() && !a.is_hide_set());
-        if !visible || sub.get_name() == "help" {
-            continue;
-        }
-        let mut page = Roff::new();
-        page.control(
-            "SH",
-            [format!("WGHOOK {}", sub.get_name().to_uppercase()).as_str()],
-        );
-        if let Some(about) = sub.get_about() {
-            page.text([roman(about.to_string())]);
-        }
-        for arg in sub
-            .get_arguments()
-            .filter(|a| !a.is_global_set() && !a.is_hide_set())
-        {
-            let mut head = Vec::new();
-            if let Some(short) = arg.get_short() {
-                head.push(bold(format!("-{short}")));
-                head.push(roman(", "));
-            }
-            match arg.get_long() {
-                Some(long) => head.push(bold(format!("--{long}"))),
-                None => head.push(italic(arg.get_id().as_str().to_uppercase())),
-            }
-            if arg.get_long().is_some() && arg.get_action().takes_values() {
-                let name = arg
-                    .get_value_names()
-                    .and_then(|n| n.first())
-                    .map_or_else(|| arg.get_id().as_str().to_uppercase(), |n| n.to_string());
-                head.push(roman(" "));
-                head.push(italic(name));
-            }
-            page.control("TP", []).text(head);
-            let mut help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
-            let defaults: Vec<String> = arg
-                .get_default_values()
-                .iter()
-                .map(|v| v.to_string_lossy().into_owned())
-                .collect();
-            if !defaults.is_empty() {
-                help.push_str(&format!(" [default: {}]", defaults.join(", ")));
-            }
-            page.text([roman(help)]);
-        }
-        page.to_writer(&mut out)?;
+        render_command(&mut commands, "wghook", sub);
     }
+    commands.to_writer(&mut out)?;
     let mut extra = Roff::new();
     extra
         .control("SH", ["FILES"])
@@ -384,6 +446,58 @@ fn age(secs: i64) -> String {
     }
 }
 
+/// `wghook outbox`: list, re-queue or purge.
+fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Result<ExitCode> {
+    use crate::delivery::outbox::Store;
+    let mut store = Store::open(&cfg.monitor.state_dir)?;
+    match action {
+        None => {
+            let rows = store.list(None)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(&mut out, &rows)?;
+                writeln!(out)?;
+            } else if rows.is_empty() {
+                writeln!(out, "the outbox is empty: every event was delivered")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<12} {:<9} {:<36} {:<17} {:>8}  LAST",
+                    "WEBHOOK", "STATE", "ID", "EVENT", "ATTEMPTS"
+                )?;
+                for r in &rows {
+                    let last = match (&r.last_status, &r.last_error) {
+                        (_, Some(e)) => e.clone(),
+                        (Some(s), None) => format!("HTTP {s}"),
+                        (None, None) => "-".into(),
+                    };
+                    writeln!(
+                        out,
+                        "{:<12} {:<9} {:<36} {:<17} {:>8}  {last}",
+                        r.webhook, r.state, r.id, r.event, r.attempts
+                    )?;
+                }
+            }
+        }
+        Some(OutboxAction::Retry { webhook, ids }) => {
+            let n = store.requeue(webhook.as_deref(), &ids, Utc::now())?;
+            println!(
+                "{n} given-up deliver{} re-queued",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+        Some(OutboxAction::Purge { yes }) => {
+            if !yes {
+                eprintln!("error: purge deletes every undelivered event; add --yes to confirm");
+                return Ok(ExitCode::from(2));
+            }
+            let n = store.purge()?;
+            println!("{n} deliver{} deleted", if n == 1 { "y" } else { "ies" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,7 +560,8 @@ mod tests {
             ".SH NAME",
             ".SH SYNOPSIS",
             "log\\-format",
-            ".SH \"WGHOOK PEERS\"",
+            ".SH COMMANDS",
+            ".SS \"wghook peers\"",
             "json",
             ".SH FILES",
             "/etc/wghook/wghook.yaml",

@@ -1607,7 +1607,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// Shows a duration the way it is written in the file (`100ms`, `2m30s`).
 fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() != 0 {
-        if d.subsec_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+        if d.subsec_nanos().is_multiple_of(1_000_000) && d.as_secs() == 0 {
             return format!("{}ms", d.subsec_millis());
         }
         return format!("{d:?}");

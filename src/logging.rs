@@ -18,11 +18,13 @@
 //!
 //! Invariants: logs go to stderr only (stdout belongs to command output);
 //! [`init`] installs the global subscriber at most once; the configuration
-//! can change the filter and the format later through [`LogHandle`] (at start
-//! and on reload), but never overrides what the environment or a flag set.
+//! can change the filter and the format later through [`apply_config`] (at
+//! start and on reload), but never overrides what the environment or a flag
+//! set.
 
 use std::fmt;
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
 
 use tracing::{Level, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Full, Writer};
@@ -175,14 +177,36 @@ fn choose_filter<'a>(
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 type Filtered = tracing_subscriber::layer::Layered<reload::Layer<BoxedLayer, Registry>, Registry>;
 
+/// The live subscriber's settings, set by [`init`].
+static HANDLE: OnceLock<LogHandle> = OnceLock::new();
+
+/// Applies the configuration's `log.level` and `log.format` to the logging
+/// [`init`] set up (call it after loading the configuration and after each
+/// reload). A level is ignored when `RUST_LOG` or `--log-level` set the
+/// filter, a format when `--log-format` set it; `None` means the default
+/// (`default_level`, `auto`). An invalid level changes nothing and is
+/// returned. Does nothing when [`init`] was not called (tests).
+pub fn apply_config(
+    level: Option<&str>,
+    format: Option<LogFormat>,
+    default_level: &str,
+) -> Result<(), LogError> {
+    match HANDLE.get() {
+        Some(handle) => handle.apply_config(level, format, default_level),
+        None => Ok(()),
+    }
+}
+
 /// Changes the log settings after [`init`], within the precedence rules.
-pub struct LogHandle {
+struct LogHandle {
     filter: reload::Handle<EnvFilter, Filtered>,
     layer: reload::Handle<BoxedLayer, Registry>,
     filter_source: FilterSource,
     format_from_flag: bool,
     journal_stream: bool,
     stderr_is_terminal: bool,
+    /// Builds the output layer for a format (stderr, or a test buffer).
+    make_layer: Box<dyn Fn(Concrete) -> BoxedLayer + Send + Sync>,
 }
 
 impl fmt::Debug for LogHandle {
@@ -195,11 +219,8 @@ impl fmt::Debug for LogHandle {
 }
 
 impl LogHandle {
-    /// Applies the configuration's `log.level` and `log.format` (at start and
-    /// on each reload). A level is ignored when `RUST_LOG` or `--log-level`
-    /// set the filter, a format when `--log-format` set it; `None` restores
-    /// the default. An invalid level changes nothing and is returned.
-    pub fn apply_config(
+    /// See the free function [`apply_config`].
+    fn apply_config(
         &self,
         level: Option<&str>,
         format: Option<LogFormat>,
@@ -222,7 +243,7 @@ impl LogHandle {
                 self.stderr_is_terminal,
             );
             self.layer
-                .reload(output_layer(format, self.stderr_is_terminal))
+                .reload((self.make_layer)(format))
                 .map_err(|e| LogError::Reload(e.to_string()))?;
         }
         Ok(())
@@ -230,47 +251,73 @@ impl LogHandle {
 }
 
 /// Installs the global subscriber writing to stderr. `format` and `filter`
-/// are the command-line flags (`None`/`Auto` when not given); the filter is
-/// taken from `RUST_LOG` if set, else `filter`, else `default_level`.
+/// are the command-line flags (`None` when not given); the filter is taken
+/// from `RUST_LOG` if set, else `filter`, else `default_level` (until
+/// [`apply_config`] brings the configuration's).
 pub fn init(
     format: Option<LogFormat>,
     filter: Option<&str>,
     default_level: &str,
-) -> Result<LogHandle, LogError> {
+) -> Result<(), LogError> {
     let env = std::env::var("RUST_LOG").ok();
     let (text, filter_source) = choose_filter(env.as_deref(), filter, default_level);
     let env_filter = parse_filter(text, filter_source.name())?;
     let journal_stream = std::env::var_os("JOURNAL_STREAM").is_some();
     let stderr_is_terminal = std::io::stderr().is_terminal();
-    let format_from_flag = format.is_some_and(|f| f != LogFormat::Auto);
-    let output = concrete(
-        format.unwrap_or_default(),
+    let settings = Settings {
+        filter_source,
+        format_from_flag: format.is_some_and(|f| f != LogFormat::Auto),
+        format: format.unwrap_or_default(),
         journal_stream,
         stderr_is_terminal,
-    );
-
-    let (layer, layer_handle) = reload::Layer::new(output_layer(output, stderr_is_terminal));
-    let (env_filter, filter_handle) = reload::Layer::new(env_filter);
-    tracing_subscriber::registry()
-        .with(layer)
-        .with(env_filter)
+    };
+    let make_layer = move |format| output_layer_to(format, stderr_is_terminal, std::io::stderr);
+    let (subscriber, handle) = build(env_filter, settings, make_layer);
+    subscriber
         .try_init()
         .map_err(|_| LogError::AlreadyInitialised)?;
-    Ok(LogHandle {
+    HANDLE.set(handle).map_err(|_| LogError::AlreadyInitialised)
+}
+
+/// What [`init`] found out, for [`build`].
+struct Settings {
+    filter_source: FilterSource,
+    format_from_flag: bool,
+    format: LogFormat,
+    journal_stream: bool,
+    stderr_is_terminal: bool,
+}
+
+/// The subscriber with reloadable output and filter, and its handle.
+fn build(
+    env_filter: EnvFilter,
+    settings: Settings,
+    make_layer: impl Fn(Concrete) -> BoxedLayer + Send + Sync + 'static,
+) -> (
+    tracing_subscriber::layer::Layered<reload::Layer<EnvFilter, Filtered>, Filtered>,
+    LogHandle,
+) {
+    let output = concrete(
+        settings.format,
+        settings.journal_stream,
+        settings.stderr_is_terminal,
+    );
+    let (layer, layer_handle) = reload::Layer::new(make_layer(output));
+    let (env_filter, filter_handle) = reload::Layer::new(env_filter);
+    let subscriber = tracing_subscriber::registry().with(layer).with(env_filter);
+    let handle = LogHandle {
         filter: filter_handle,
         layer: layer_handle,
-        filter_source,
-        format_from_flag,
-        journal_stream,
-        stderr_is_terminal,
-    })
+        filter_source: settings.filter_source,
+        format_from_flag: settings.format_from_flag,
+        journal_stream: settings.journal_stream,
+        stderr_is_terminal: settings.stderr_is_terminal,
+        make_layer: Box::new(make_layer),
+    };
+    (subscriber, handle)
 }
 
-/// The formatting layer for a format, writing to stderr.
-fn output_layer(format: Concrete, stderr_is_terminal: bool) -> BoxedLayer {
-    output_layer_to(format, stderr_is_terminal, std::io::stderr)
-}
-
+/// The formatting layer for a format, writing to `writer`.
 fn output_layer_to<W>(format: Concrete, ansi: bool, writer: W) -> BoxedLayer
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -422,6 +469,67 @@ mod tests {
             first.as_bytes()[4] == b'-' && first.as_bytes()[10] == b'T',
             "{first}"
         );
+    }
+
+    /// A subscriber as [`init`] builds it, writing to a buffer.
+    fn built(
+        filter: &str,
+        filter_source: FilterSource,
+        format: Option<LogFormat>,
+    ) -> (impl Subscriber + Send + Sync, LogHandle, Buffer) {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let settings = Settings {
+            filter_source,
+            format_from_flag: format.is_some(),
+            format: format.unwrap_or(LogFormat::Human),
+            journal_stream: false,
+            stderr_is_terminal: true,
+        };
+        let (subscriber, handle) = build(EnvFilter::new(filter), settings, move |f| {
+            output_layer_to(f, false, out.clone())
+        });
+        (subscriber, handle, buffer)
+    }
+
+    #[test]
+    fn the_configuration_sets_level_and_format_unless_a_flag_did() {
+        let (subscriber, handle, buffer) = built("info", FilterSource::Default, None);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!("hidden");
+            handle
+                .apply_config(Some("debug"), Some(LogFormat::Journald), "info")
+                .unwrap();
+            tracing::debug!("shown");
+            // An invalid level is refused and changes nothing.
+            assert!(handle.apply_config(Some("x=loud"), None, "info").is_err());
+            tracing::debug!("still shown");
+        });
+        let out = buffer.text();
+        assert!(!out.contains("hidden"), "{out}");
+        let target = module_path!();
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                format!("<7>{target}: shown"),
+                format!("<7>{target}: still shown")
+            ]
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_configuration() {
+        let (subscriber, handle, buffer) =
+            built("warn", FilterSource::Flag, Some(LogFormat::Journald));
+        tracing::subscriber::with_default(subscriber, || {
+            handle
+                .apply_config(Some("debug"), Some(LogFormat::Json), "info")
+                .unwrap();
+            tracing::info!("hidden");
+            tracing::warn!("kept");
+        });
+        let target = module_path!();
+        assert_eq!(buffer.text(), format!("<4>{target}: kept\n"));
     }
 
     #[test]

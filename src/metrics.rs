@@ -571,3 +571,428 @@ fn router(metrics: Metrics) -> Router {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+
+    use super::*;
+    use crate::model::{Interface, Peer};
+    use crate::tracker::{self, Announce, Settings};
+
+    /// One sample of a scrape: metric name, labels, value.
+    type Sample = (String, BTreeMap<String, String>, f64);
+
+    /// Parses the Prometheus/OpenMetrics text format (samples only).
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            let value: f64 = value.parse().expect("sample value");
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_string(), BTreeMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    (name.to_string(), parse_labels(body))
+                }
+            };
+            samples.push((name, labels, value));
+        }
+        samples
+    }
+
+    fn parse_labels(mut body: &str) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        while !body.is_empty() {
+            let (key, rest) = body.split_once("=\"").expect("label key");
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next().expect("unterminated label value") {
+                    (i, '"') => break i,
+                    (_, '\\') => match chars.next().expect("escape").1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(key.to_string(), value);
+            body = rest[end + 1..].trim_start_matches(',');
+        }
+        labels
+    }
+
+    /// The value of the sample with exactly these labels.
+    fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == want)
+            .map(|s| s.2)
+    }
+
+    fn count(samples: &[Sample], name: &str) -> usize {
+        samples.iter().filter(|s| s.0 == name).count()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+    }
+
+    fn key(n: u32) -> PublicKey {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&n.to_be_bytes());
+        PublicKey(k)
+    }
+
+    fn peer(n: u32, handshake_ago: Option<i64>, rx: u64, tx: u64) -> Peer {
+        Peer {
+            public_key: key(n),
+            last_handshake: handshake_ago.map(|s| now() - TimeDelta::seconds(s)),
+            rx_bytes: rx,
+            tx_bytes: tx,
+            ..Peer::default()
+        }
+    }
+
+    fn interface(name: &str, peers: Vec<Peer>) -> Interface {
+        Interface {
+            name: name.to_string(),
+            peers,
+            ..Interface::default()
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            connect_threshold: TimeDelta::seconds(180),
+            endpoint_updates: true,
+            announce_on_start: Announce::Connected,
+            host: "test".to_string(),
+        }
+    }
+
+    /// wg0: peer 1 connected (handshake 10s ago), peer 2 stale (1h ago),
+    /// peer 3 never; wg1: peer 4 connected.
+    fn scenario() -> Snapshot {
+        Snapshot {
+            interfaces: vec![
+                interface(
+                    "wg0",
+                    vec![
+                        peer(1, Some(10), 1000, 2000),
+                        peer(2, Some(3600), 5, 6),
+                        peer(3, None, 0, 0),
+                    ],
+                ),
+                interface("wg1", vec![peer(4, Some(0), 7, 8)]),
+            ],
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn names() -> HashMap<PublicKey, PeerLabel> {
+        HashMap::from([(
+            key(1),
+            PeerLabel {
+                name: "alice \"laptop\"".to_string(),
+                user: "alice".to_string(),
+            },
+        )])
+    }
+
+    fn observed(per_peer: bool, snapshot: &Snapshot) -> (Metrics, Vec<Event>) {
+        let metrics = Metrics::new(per_peer);
+        let (state, events) = tracker::track(None, snapshot, now(), &settings());
+        metrics.observe_poll(Duration::from_millis(3), snapshot, &state, &names());
+        (metrics, events)
+    }
+
+    #[test]
+    fn a_known_poll_gives_the_expected_peer_and_interface_values() {
+        let (metrics, _) = observed(true, &scenario());
+        let text = metrics.encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let s = parse(&text);
+        let k1 = key(1).to_base64();
+        let alice = [
+            ("interface", "wg0"),
+            ("public_key", k1.as_str()),
+            ("name", "alice \"laptop\""),
+        ];
+        assert_eq!(value(&s, "wireguard_peer_connected", &alice), Some(1.0));
+        let handshake = (now() - TimeDelta::seconds(10)).timestamp() as f64;
+        assert_eq!(
+            value(&s, "wireguard_peer_last_handshake_seconds", &alice),
+            Some(handshake)
+        );
+        assert_eq!(
+            value(&s, "wireguard_peer_receive_bytes_total", &alice),
+            Some(1000.0)
+        );
+        assert_eq!(
+            value(&s, "wireguard_peer_transmit_bytes_total", &alice),
+            Some(2000.0)
+        );
+        let k2 = key(2).to_base64();
+        let stale = [("interface", "wg0"), ("public_key", &k2), ("name", "")];
+        assert_eq!(value(&s, "wireguard_peer_connected", &stale), Some(0.0));
+        let k3 = key(3).to_base64();
+        let never = [("interface", "wg0"), ("public_key", &k3), ("name", "")];
+        assert_eq!(
+            value(&s, "wireguard_peer_last_handshake_seconds", &never),
+            Some(0.0)
+        );
+        let k4 = key(4).to_base64();
+        let wg1 = [("interface", "wg1"), ("public_key", &k4), ("name", "")];
+        assert_eq!(value(&s, "wireguard_peer_connected", &wg1), Some(1.0));
+        assert_eq!(count(&s, "wireguard_peer_connected"), 4);
+
+        assert_eq!(
+            value(&s, "wireguard_interface_peers", &[("interface", "wg0")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "wireguard_interface_connected_peers",
+                &[("interface", "wg0")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "wireguard_interface_connected_peers",
+                &[("interface", "wg1")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "wghook_poll_duration_seconds_count", &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&s, "wghook_poll_duration_seconds_sum", &[]),
+            Some(0.003)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "wghook_poll_duration_seconds_bucket",
+                &[("le", "0.004")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "wghook_poll_duration_seconds_bucket",
+                &[("le", "0.002")]
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn vanished_peers_and_interfaces_disappear_at_the_next_poll() {
+        let first = scenario();
+        let (metrics, _) = observed(true, &first);
+        let mut second = first.clone();
+        second.interfaces.truncate(1);
+        second.interfaces[0].peers.remove(0);
+        let (state, _) = tracker::track(None, &second, now(), &settings());
+        metrics.observe_poll(Duration::from_millis(1), &second, &state, &names());
+        let s = parse(&metrics.encode());
+        assert_eq!(count(&s, "wireguard_peer_connected"), 2);
+        assert!(!s
+            .iter()
+            .any(|(_, l, _)| l.get("interface").is_some_and(|i| i == "wg1")));
+        assert!(!s
+            .iter()
+            .any(|(_, l, _)| l.get("public_key") == Some(&key(1).to_base64())));
+        assert_eq!(
+            value(&s, "wireguard_interface_peers", &[("interface", "wg0")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&s, "wghook_poll_duration_seconds_count", &[]),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn without_per_peer_metrics_no_series_names_a_peer() {
+        let (metrics, _) = observed(false, &scenario());
+        let text = metrics.encode();
+        assert!(!text.contains("public_key"), "{text}");
+        assert!(!text.contains("wireguard_peer_"), "{text}");
+        assert!(!text.contains("alice"), "{text}");
+        let s = parse(&text);
+        assert_eq!(
+            value(&s, "wireguard_interface_peers", &[("interface", "wg0")]),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &s,
+                "wireguard_interface_connected_peers",
+                &[("interface", "wg1")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn wghook_counts_its_own_work() {
+        let (metrics, events) = observed(true, &scenario());
+        // The first poll announces the two connected peers.
+        metrics.events(&events);
+        metrics.poll_error();
+        metrics.poll_error();
+        metrics.delivery("ops", "delivered");
+        metrics.delivery("ops", "delivered");
+        metrics.delivery("ops", "retry");
+        metrics.set_queue("ops", 4, 1, Some(Duration::from_millis(2500)));
+        metrics.set_queue("audit", 0, 0, None);
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "wghook_poll_errors_total", &[]), Some(2.0));
+        assert_eq!(
+            value(&s, "wghook_events_total", &[("kind", "peer.connect")]),
+            Some(2.0)
+        );
+        let ops_ok = [("webhook", "ops"), ("outcome", "delivered")];
+        assert_eq!(value(&s, "wghook_deliveries_total", &ops_ok), Some(2.0));
+        let ops_retry = [("webhook", "ops"), ("outcome", "retry")];
+        assert_eq!(value(&s, "wghook_deliveries_total", &ops_retry), Some(1.0));
+        let ops = [("webhook", "ops")];
+        assert_eq!(value(&s, "wghook_pending_events", &ops), Some(4.0));
+        assert_eq!(value(&s, "wghook_given_up_events", &ops), Some(1.0));
+        assert_eq!(
+            value(&s, "wghook_oldest_pending_age_seconds", &ops),
+            Some(2.5)
+        );
+        let audit = [("webhook", "audit")];
+        assert_eq!(
+            value(&s, "wghook_oldest_pending_age_seconds", &audit),
+            Some(0.0)
+        );
+
+        metrics.forget_webhook("ops");
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "wghook_pending_events", &ops), None);
+        assert_eq!(value(&s, "wghook_pending_events", &audit), Some(0.0));
+        assert_eq!(value(&s, "wghook_deliveries_total", &ops_ok), Some(2.0));
+    }
+
+    #[tokio::test]
+    async fn serve_answers_a_real_scrape_and_stops_on_shutdown() {
+        let (metrics, _) = observed(true, &scenario());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_listener(listener, metrics, async {
+            let _ = stopped.await;
+        }));
+
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()[reqwest::header::CONTENT_TYPE],
+            CONTENT_TYPE
+        );
+        let s = parse(&response.text().await.unwrap());
+        assert_eq!(
+            value(&s, "wireguard_interface_peers", &[("interface", "wg0")]),
+            Some(3.0)
+        );
+        assert_eq!(count(&s, "wireguard_peer_receive_bytes_total"), 4);
+
+        let missing = client
+            .get(format!("http://{addr}/other"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+
+        stop.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server stops on shutdown")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn serve_fails_clearly_when_the_address_is_taken() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve(addr, Metrics::new(true), std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        assert!(err.to_string().contains("metrics.listen"), "{err}");
+    }
+
+    /// 100,000 peers over 4 interfaces: times one `observe_poll` and one
+    /// scrape (run with `--release --nocapture` to read the figures).
+    #[test]
+    #[ignore = "slow in debug builds; a measurement"]
+    fn a_poll_of_100k_peers_is_cheap() {
+        let per_iface = 25_000u32;
+        let snapshot = Snapshot {
+            interfaces: (0..4u32)
+                .map(|i| {
+                    let peers = (0..per_iface)
+                        .map(|p| peer(i * per_iface + p, Some(i64::from(p % 400)), 1, 2))
+                        .collect();
+                    interface(&format!("wg{i}"), peers)
+                })
+                .collect(),
+            unreadable: Vec::new(),
+        };
+        let names: HashMap<PublicKey, PeerLabel> = (0..50_000)
+            .map(|n| {
+                let label = PeerLabel {
+                    name: format!("peer-{n}"),
+                    user: String::new(),
+                };
+                (key(n), label)
+            })
+            .collect();
+        let (state, _) = tracker::track(None, &snapshot, now(), &settings());
+        let metrics = Metrics::new(true);
+        metrics.observe_poll(Duration::ZERO, &snapshot, &state, &names);
+        let start = std::time::Instant::now();
+        let rounds = 5;
+        for _ in 0..rounds {
+            metrics.observe_poll(Duration::ZERO, &snapshot, &state, &names);
+        }
+        let observe = start.elapsed() / rounds;
+        let start = std::time::Instant::now();
+        let text = metrics.encode();
+        let encode = start.elapsed();
+        eprintln!(
+            "100k peers: observe_poll {observe:?}, encode {encode:?} ({} MB)",
+            text.len() / 1_000_000
+        );
+        assert_eq!(count(&parse(&text), "wireguard_peer_connected"), 100_000);
+        // Generous even for debug builds; catches accidental quadratic work.
+        assert!(observe < Duration::from_secs(2), "{observe:?}");
+    }
+}

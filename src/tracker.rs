@@ -68,6 +68,8 @@ pub struct InterfaceState {
     pub info: InterfaceInfo,
     /// Sequence number of the interface's last event (0: none yet).
     pub sequence: u64,
+    /// Absent in the outbox's interface rows (peers have rows of their own).
+    #[serde(default)]
     pub peers: HashMap<PublicKey, PeerState>,
 }
 
@@ -208,7 +210,7 @@ pub fn track_changes(
         next.insert(iface.name.clone(), state);
     }
     for (name, state) in old {
-        if snapshot.unreadable.iter().any(|u| *u == name) {
+        if snapshot.unreadable.contains(&name) {
             next.insert(name, state);
         } else {
             emit.changes.removed_interfaces.push(name);
@@ -1172,9 +1174,14 @@ mod tests {
         use proptest::prelude::*;
         use std::collections::BTreeSet;
 
+        /// Handshake age (or never), rx, tx, keepalive step; `None`: absent.
+        type PeerSpec = Option<(Option<i64>, u64, u64, u8)>;
+        /// Which of the 2 interfaces exist, and the pool of 6 peers.
+        type Spec = (Vec<bool>, Vec<PeerSpec>);
+
         /// One peer of a pool of 6, on one of 2 interfaces: present or not,
         /// handshake offset from now (or never), counters.
-        fn peer_strategy() -> impl Strategy<Value = Option<(Option<i64>, u64, u64, u8)>> {
+        fn peer_strategy() -> impl Strategy<Value = PeerSpec> {
             proptest::option::of((
                 proptest::option::of(0i64..600),
                 0u64..1000,
@@ -1183,18 +1190,14 @@ mod tests {
             ))
         }
 
-        fn snapshot_strategy(
-        ) -> impl Strategy<Value = (Vec<bool>, Vec<Option<(Option<i64>, u64, u64, u8)>>)> {
+        fn snapshot_strategy() -> impl Strategy<Value = Spec> {
             (
                 proptest::collection::vec(any::<bool>(), 2),
                 proptest::collection::vec(peer_strategy(), 6),
             )
         }
 
-        fn build(
-            now: i64,
-            spec: &(Vec<bool>, Vec<Option<(Option<i64>, u64, u64, u8)>>),
-        ) -> Snapshot {
+        fn build(now: i64, spec: &Spec) -> Snapshot {
             let (ifaces, peers) = spec;
             let mut out = Vec::new();
             for (i, present) in ifaces.iter().enumerate() {

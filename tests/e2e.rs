@@ -113,17 +113,12 @@ impl Setup {
         };
         // The first poll announces side A and its peer (no handshake yet).
         let (ifname, peer) = (setup.ifname(), setup.peer());
-        let got = setup
-            .receiver
-            .wait_until(SOON, "the first poll's creates", |r| {
-                has(r, "interface.create", &ifname) && has(r, "peer.create", &peer)
-            })
-            .await;
+        let got = setup.receiver.wait_for_count(2, SOON).await;
         assert_eq!(
             events(&got),
             [
-                ("interface.create".into(), ifname.clone()),
-                ("peer.create".into(), peer.clone())
+                ("interface.create".into(), ifname),
+                ("peer.create".into(), peer)
             ],
             "the first poll announces exactly side A and its peer"
         );

@@ -606,7 +606,7 @@ pub(crate) mod tests {
             ))),
             allowed_ips: vec![net(&format!("10.8.{}.{}/32", i / 256, i % 256))],
             persistent_keepalive: 25,
-            has_preshared_key: i % 2 == 0,
+            has_preshared_key: i.is_multiple_of(2),
             last_handshake: at(1_750_000_000 + i64::from(i), 123_456_789),
             rx_bytes: 1_000 * u64::from(i) + 1,
             tx_bytes: 2_000 * u64::from(i) + 2,

@@ -652,3 +652,274 @@ mod erased {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DriverKind, Interface, Peer, Snapshot};
+    use crate::tracker::{track_changes, Announce, Settings};
+    use chrono::TimeDelta;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_607_200 + secs, 0).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            connect_threshold: TimeDelta::seconds(180),
+            endpoint_updates: true,
+            announce_on_start: Announce::All,
+            host: "h".into(),
+        }
+    }
+
+    fn snapshot(peers: &[(u8, Option<i64>, u64)]) -> Snapshot {
+        Snapshot {
+            interfaces: vec![Interface {
+                name: "wg0".into(),
+                public_key: Some(PublicKey([9; 32])),
+                listen_port: 51820,
+                driver: DriverKind::Userspace,
+                peers: peers
+                    .iter()
+                    .map(|&(n, hs, rx)| Peer {
+                        public_key: PublicKey([n; 32]),
+                        last_handshake: hs.map(at),
+                        rx_bytes: rx,
+                        tx_bytes: rx,
+                        allowed_ips: vec![format!("10.0.0.{n}/32").parse().unwrap()],
+                        ..Peer::default()
+                    })
+                    .collect(),
+                ..Interface::default()
+            }],
+            unreadable: vec![],
+        }
+    }
+
+    /// The state with byte counters cleared (they are not saved every poll).
+    fn without_counters(mut s: State) -> State {
+        for i in s.interfaces.values_mut() {
+            for p in i.peers.values_mut() {
+                p.peer.rx_bytes = 0;
+                p.peer.tx_bytes = 0;
+            }
+        }
+        s
+    }
+
+    fn hooks(events: &[Event], names: &[&str]) -> Vec<Vec<String>> {
+        events
+            .iter()
+            .map(|_| names.iter().map(|n| n.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn incremental_saves_restore_the_tracker_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(
+            store.load_state().unwrap().is_none(),
+            "no state before the first commit"
+        );
+        let polls = [
+            (0, snapshot(&[(1, None, 0), (2, Some(-5), 10)])),
+            (5, snapshot(&[(1, Some(4), 100), (2, Some(-5), 20)])),
+            (10, snapshot(&[(1, Some(4), 200), (3, None, 0)])),
+            (400, snapshot(&[(1, Some(4), 300), (3, Some(399), 5)])),
+            (405, snapshot(&[(3, Some(399), 9)])),
+        ];
+        let mut state = None;
+        for (t, snap) in &polls {
+            let tracked = track_changes(state.take(), snap, at(*t), &settings());
+            let routes = hooks(&tracked.events, &["a"]);
+            store
+                .commit_poll(
+                    &tracked.events,
+                    &routes,
+                    &tracked.state,
+                    &tracked.changes,
+                    at(*t),
+                    1000,
+                )
+                .unwrap();
+            let loaded = store.load_state().unwrap().unwrap();
+            assert_eq!(
+                without_counters(loaded),
+                without_counters(tracked.state.clone()),
+                "after poll at {t}"
+            );
+            state = Some(tracked.state);
+        }
+        // And the file survives reopening.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load_state().unwrap().unwrap();
+        assert_eq!(without_counters(loaded), without_counters(state.unwrap()));
+    }
+
+    #[test]
+    fn deliveries_are_pending_until_delivered_or_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let tracked = track_changes(
+            None,
+            &snapshot(&[(1, Some(0), 0), (2, None, 0)]),
+            at(0),
+            &settings(),
+        );
+        let n = tracked.events.len();
+        assert_eq!(n, 4, "interface create, 2 peer creates, 1 connect");
+        let routes = hooks(&tracked.events, &["a", "b"]);
+        let c = store
+            .commit_poll(
+                &tracked.events,
+                &routes,
+                &tracked.state,
+                &tracked.changes,
+                at(0),
+                1000,
+            )
+            .unwrap();
+        let seqs: Vec<i64> = c.seqs.iter().map(|s| s.unwrap()).collect();
+        assert_eq!(store.pending("a").unwrap().len(), n);
+        assert_eq!(store.pending_count().unwrap(), n as u64);
+        let first = &store.pending("a").unwrap()[0];
+        assert_eq!(first.event, tracked.events[0], "the event round-trips");
+
+        store
+            .record(&[
+                Outcome::Delivered {
+                    seq: seqs[0],
+                    webhook: "a".into(),
+                },
+                Outcome::Retry {
+                    seq: seqs[1],
+                    webhook: "a".into(),
+                    attempts: 1,
+                    next_attempt: at(5),
+                    last_status: Some(503),
+                    last_error: "HTTP 503".into(),
+                },
+                Outcome::GaveUp {
+                    seq: seqs[2],
+                    webhook: "a".into(),
+                    attempts: 1,
+                    last_status: Some(400),
+                    last_error: "HTTP 400".into(),
+                },
+            ])
+            .unwrap();
+        let a = store.pending("a").unwrap();
+        assert_eq!(
+            a.iter().map(|p| p.seq).collect::<Vec<_>>(),
+            [seqs[1], seqs[3]]
+        );
+        assert_eq!((a[0].attempts, a[0].next_attempt), (1, at(5)));
+        assert_eq!(
+            store.pending("b").unwrap().len(),
+            n,
+            "webhooks progress independently"
+        );
+
+        let listed = store.list(Some("a")).unwrap();
+        let given_up: Vec<_> = listed.iter().filter(|l| l.state == "given_up").collect();
+        assert_eq!(given_up.len(), 1);
+        assert_eq!(given_up[0].last_status, Some(400));
+        assert_eq!(given_up[0].id, tracked.events[2].id.to_string());
+
+        assert_eq!(
+            store.requeue(Some("b"), &[], at(9)).unwrap(),
+            0,
+            "b gave up nothing"
+        );
+        assert_eq!(
+            store
+                .requeue(None, &[given_up[0].id.clone()], at(9))
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.pending("a").unwrap().len(), 3);
+
+        // Delivered to both: the event row goes.
+        store
+            .record(&[Outcome::Delivered {
+                seq: seqs[0],
+                webhook: "b".into(),
+            }])
+            .unwrap();
+        let ids: i64 = store
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE seq = ?1",
+                [seqs[0]],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(ids, 0);
+
+        assert_eq!(store.purge().unwrap(), 6);
+        assert!(store.list(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_bound_drops_the_oldest_pending_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut state = None;
+        let mut all_ids = Vec::new();
+        let mut dropped = Vec::new();
+        for round in 0..15u8 {
+            // Ten new peers per poll: ten create events.
+            let peers: Vec<(u8, Option<i64>, u64)> =
+                (0..(round + 1) * 10).map(|n| (n, None, 0)).collect();
+            let t = i64::from(round) * 5;
+            let tracked = track_changes(state.take(), &snapshot(&peers), at(t), &settings());
+            let events: Vec<Event> = tracked
+                .events
+                .iter()
+                .filter(|e| e.peer.is_some())
+                .cloned()
+                .collect();
+            all_ids.extend(events.iter().map(|e| e.id));
+            let routes = hooks(&events, &["a"]);
+            let c = store
+                .commit_poll(
+                    &events,
+                    &routes,
+                    &tracked.state,
+                    &tracked.changes,
+                    at(t),
+                    100,
+                )
+                .unwrap();
+            dropped.extend(c.dropped);
+            state = Some(tracked.state);
+        }
+        assert_eq!(all_ids.len(), 150);
+        assert_eq!(dropped.len(), 50);
+        assert_eq!(
+            dropped.iter().map(|d| d.id).collect::<Vec<_>>(),
+            all_ids[..50]
+        );
+        let kept: Vec<String> = store
+            .pending("a")
+            .unwrap()
+            .iter()
+            .map(|p| p.event.id.to_string())
+            .collect();
+        let newest: Vec<String> = all_ids[50..].iter().map(|u| u.to_string()).collect();
+        assert_eq!(kept, newest);
+    }
+
+    #[test]
+    fn an_unusable_state_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let err = Store::open(&file).unwrap_err().to_string();
+        assert!(err.contains("not-a-dir"), "{err}");
+        assert!(err.contains("monitor.state_dir"), "{err}");
+    }
+}
