@@ -1887,7 +1887,7 @@ mod tests {
         let table: Vec<(String, Vec<String>)> = vec![
             (
                 "colour: blue\n".into(),
-                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers)")],
+                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers, delivery)")],
             ),
             (
                 "webhok:\n  url: https://x.example\n".into(),
@@ -1900,8 +1900,23 @@ mod tests {
             (
                 "webhook:\n  url: https://x.example\n  retries: 3\n".into(),
                 vec![format!(
-                    "{f}:3: webhook.retries: unknown key (known keys: name, url, secret, authentication, timeout)"
+                    "{f}:3: webhook.retries: unknown key (known keys: name, url, secret, authentication, timeout, events, retry, max_in_flight)"
                 )],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  events: [peer.connect, peer.conect, interface.*]\n  max_in_flight: 0\n".into(),
+                vec![
+                    format!("{f}:3: webhook.events[1]: unknown event \"peer.conect\" (use peer.create, peer.update, peer.delete, peer.connect, peer.disconnect, interface.create, interface.update, interface.delete, or * as a part, e.g. peer.*)"),
+                    format!("{f}:4: webhook.max_in_flight: expected a whole number from 1 to 1024, found \"0\""),
+                ],
+            ),
+            (
+                "delivery:\n  max_pending_events: lots\n  retry:\n    delays: []\n    max_event_age: 0s\n".into(),
+                vec![
+                    format!("{f}:2: delivery.max_pending_events: expected a whole number from 1 to 100000000, found \"lots\""),
+                    format!("{f}:4: delivery.retry.delays: must list at least one delay (e.g. [0s, 5s, 30s])"),
+                    format!("{f}:5: delivery.retry.max_event_age: must be at least 1s (got 0s)"),
+                ],
             ),
             (
                 "monitor: [wg0]\n".into(),
@@ -1921,7 +1936,7 @@ mod tests {
             (
                 "- webhook\n".into(),
                 vec![format!(
-                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, found a list"
+                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, delivery, found a list"
                 )],
             ),
             (

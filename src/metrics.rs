@@ -453,7 +453,7 @@ impl Collector for HostCollector {
             &mut encoder,
             Desc {
                 name: "wireguard_interface_peers",
-                help: "Peers configured on the interface",
+                help: "Peers configured on the interface.",
                 unit: None,
             },
             &table.interfaces,
@@ -465,7 +465,7 @@ impl Collector for HostCollector {
             Desc {
                 name: "wireguard_interface_connected_peers",
                 help:
-                    "Peers of the interface connected now (handshake within the connect threshold)",
+                    "Peers of the interface connected now (handshake within the connect threshold).",
                 unit: None,
             },
             &table.interfaces,
@@ -479,7 +479,8 @@ impl Collector for HostCollector {
             &mut encoder,
             Desc {
                 name: "wireguard_peer_connected",
-                help: "1 if the peer is connected (handshake within the connect threshold), else 0",
+                help:
+                    "1 if the peer is connected (handshake within the connect threshold), else 0.",
                 unit: None,
             },
             &table.peers,
@@ -490,7 +491,7 @@ impl Collector for HostCollector {
             &mut encoder,
             Desc {
                 name: "wireguard_peer_last_handshake",
-                help: "Unix time of the peer's latest handshake (0: never)",
+                help: "Unix time of the peer's latest handshake (0: never).",
                 unit: Some(&Unit::Seconds),
             },
             &table.peers,
@@ -501,7 +502,7 @@ impl Collector for HostCollector {
             &mut encoder,
             Desc {
                 name: "wireguard_peer_receive",
-                help: "Bytes received from the peer (the interface's counter)",
+                help: "Bytes received from the peer (the interface's counter).",
                 unit: Some(&Unit::Bytes),
             },
             &table.peers,
@@ -512,7 +513,7 @@ impl Collector for HostCollector {
             &mut encoder,
             Desc {
                 name: "wireguard_peer_transmit",
-                help: "Bytes sent to the peer (the interface's counter)",
+                help: "Bytes sent to the peer (the interface's counter).",
                 unit: Some(&Unit::Bytes),
             },
             &table.peers,

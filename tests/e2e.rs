@@ -240,7 +240,8 @@ async fn ping_produces_connect_within_two_polls() {
     let s = Setup::new("e2econn", Duration::from_secs(15)).await;
     let peer = s.peer();
     assert!(s.tunnel.ping(Side::A), "ping through the tunnel failed");
-    let pinged = Instant::now();
+    // The timeout is the assertion: the connect must come within two polls
+    // of the ping's success.
     let got = s
         .receiver
         .wait_until(
@@ -249,7 +250,6 @@ async fn ping_produces_connect_within_two_polls() {
             |r| has(r, "peer.connect", &peer),
         )
         .await;
-    assert!(pinged.elapsed() <= 2 * INTERVAL + MARGIN);
 
     let v = body(&got, "peer.connect", &peer);
     assert_eq!(v["event"], "connect");

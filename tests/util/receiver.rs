@@ -1,12 +1,13 @@
 //! A real HTTP receiver on 127.0.0.1 that records every request, answers
-//! with a status the test chooses, and lets a test await what it expects.
+//! with a status the test chooses (or a [`Reply`] computed per request:
+//! status, `Retry-After`, a delay), and lets a test await what it expects.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use tokio::sync::watch;
 
 /// One request as the receiver saw it.
@@ -16,6 +17,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -40,12 +43,42 @@ impl Recorded {
     pub fn identifier(&self) -> String {
         self.json()["identifier"].as_str().unwrap_or("").to_string()
     }
+
+    /// The `webhook-id` header (empty if missing).
+    pub fn id(&self) -> String {
+        self.header("webhook-id").unwrap_or("").to_string()
+    }
 }
+
+/// How the receiver answers one request (see [`Receiver::respond_by`]).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// Sent as the `Retry-After` header.
+    pub retry_after: Option<String>,
+    /// Waits this long before answering (the request is recorded at once).
+    pub delay: Option<Duration>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            delay: None,
+        }
+    }
+}
+
+/// Computes the answer from the request and how many requests with the same
+/// `webhook-id` arrived before it.
+type Responder = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<u16>>,
+    responder: Arc<Mutex<Option<Responder>>>,
     changed: watch::Sender<usize>,
 }
 
@@ -60,12 +93,20 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering 200 on every path.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0).await
+    }
+
+    /// Starts a receiver answering 200 on 127.0.0.1:`port` (0: any free port).
+    pub async fn start_on(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(0usize);
         let shared = Shared {
             requests: Arc::default(),
             status: Arc::new(Mutex::new(200)),
+            responder: Arc::default(),
             changed: tx,
         };
         let app = axum::Router::new()
@@ -91,6 +132,13 @@ impl Receiver {
     /// Answer every later request with `status`.
     pub fn respond_with(&self, status: u16) {
         *self.shared.status.lock().unwrap() = status;
+    }
+
+    /// Answer every later request with what `reply` computes from it and
+    /// the number of earlier requests with the same `webhook-id`
+    /// (replaces [`Receiver::respond_with`]).
+    pub fn respond_by(&self, reply: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) {
+        *self.shared.responder.lock().unwrap() = Some(Arc::new(reply));
     }
 
     /// Everything received so far.
@@ -123,6 +171,33 @@ impl Receiver {
         }
     }
 
+    /// Like [`Receiver::wait_until`], but the panic message only counts what
+    /// arrived (for tests that expect thousands of requests).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
+        let mut changed = self.changed.clone();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let seen = self.requests();
+            if done(&seen) {
+                return seen;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; received {} requests",
+                    seen.len()
+                );
+            }
+        }
+    }
+
     /// Waits for at least `n` requests.
     pub async fn wait_for_count(&self, n: usize, timeout: Duration) -> Vec<Recorded> {
         self.wait_until(timeout, &format!("{n} requests"), |r| r.len() >= n)
@@ -136,18 +211,39 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     let status = *shared.status.lock().unwrap();
-    let n = {
+    let responder = shared.responder.lock().unwrap().clone();
+    let recorded = Recorded {
+        method,
+        path: uri.path().to_string(),
+        headers,
+        body,
+        at: Instant::now(),
+    };
+    let (n, reply) = {
         let mut requests = shared.requests.lock().unwrap();
-        requests.push(Recorded {
-            method,
-            path: uri.path().to_string(),
-            headers,
-            body,
+        let reply = responder.map(|f| {
+            let id = recorded.header("webhook-id");
+            let before = requests
+                .iter()
+                .filter(|r| id.is_some() && r.header("webhook-id") == id)
+                .count();
+            f(&recorded, before)
         });
-        requests.len()
+        requests.push(recorded);
+        (
+            requests.len(),
+            reply.unwrap_or_else(|| Reply::status(status)),
+        )
     };
     shared.changed.send_replace(n);
-    StatusCode::from_u16(status).unwrap()
+    if let Some(delay) = reply.delay {
+        tokio::time::sleep(delay).await;
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(value) = &reply.retry_after {
+        headers.insert("retry-after", HeaderValue::from_str(value).unwrap());
+    }
+    (StatusCode::from_u16(reply.status).unwrap(), headers)
 }
