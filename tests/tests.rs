@@ -2,5 +2,6 @@
 
 mod cli;
 mod e2e;
+mod outbox;
 mod pipeline;
 mod util;

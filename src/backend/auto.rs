@@ -418,14 +418,31 @@ mod tests {
     /// End to end with a real wireguard-go: the interface is read over UAPI
     /// and its tun link gives addresses and MTU.
     #[tokio::test]
-    #[ignore = "needs root and wireguard-go in a private network namespace: \
-                unshare -n cargo test --lib backend::auto -- --ignored"]
+    #[ignore = "needs root and wireguard-go"]
     async fn auto_reads_live_wireguard_go_with_addresses_and_mtu() {
-        // A fresh namespace holds only `lo`; never touch the host's links.
+        // Runs in a private network namespace, never among the host's links:
+        // the test re-runs itself under `unshare -n` unless it already is.
+        const INSIDE: &str = "WGHOOK_TEST_IN_PRIVATE_NETNS";
+        if std::env::var_os(INSIDE).is_none() {
+            let status = std::process::Command::new("unshare")
+                .arg("-n")
+                .arg(std::env::current_exe().unwrap())
+                .args([
+                    "backend::auto::tests::auto_reads_live_wireguard_go_with_addresses_and_mtu",
+                    "--exact",
+                    "--include-ignored",
+                    "--nocapture",
+                ])
+                .env(INSIDE, "1")
+                .status()
+                .expect("unshare (util-linux) runs the test in a private network namespace");
+            assert!(status.success(), "the test failed inside `unshare -n`");
+            return;
+        }
         let links = LinkReader::connect().unwrap().links().await.unwrap();
         assert!(
             links.iter().all(|l| l.name == "lo"),
-            "run this test under `unshare -n`"
+            "a fresh network namespace holds only lo"
         );
         let name = format!("wghk{}", std::process::id() % 10_000);
         let daemon = std::process::Command::new("wireguard-go")

@@ -810,14 +810,23 @@ pub(crate) mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    /// Regenerates the fixture files from the models above. The files are
-    /// checked in; the tests below decode the files, not this function.
+    /// The checked-in fixture files are exactly what the emitters produce
+    /// for the models above. `WGHOOK_BLESS=1` rewrites them after a change.
     #[test]
-    #[ignore = "rewrites tests/fixtures/netlink; run by hand after changing a fixture"]
-    fn write_fixtures() {
-        std::fs::create_dir_all(fixture_dir()).unwrap();
+    fn fixture_files_match_their_generators() {
+        let bless = std::env::var_os("WGHOOK_BLESS").is_some();
         for f in fixtures() {
-            std::fs::write(fixture_dir().join(f.file), (f.bytes)()).unwrap();
+            let generated = (f.bytes)();
+            if bless {
+                std::fs::create_dir_all(fixture_dir()).unwrap();
+                std::fs::write(fixture_dir().join(f.file), &generated).unwrap();
+            }
+            assert_eq!(
+                fixture(f.file),
+                generated,
+                "{} (WGHOOK_BLESS=1 rewrites it)",
+                f.file
+            );
         }
     }
 

@@ -1,0 +1,828 @@
+//! Delivery that loses nothing (issue 4): the durable outbox, retries,
+//! `Retry-After`, dead letters, 410, SIGKILL restarts, restart-safe tracking
+//! and the outbox bound, against a real HTTP receiver on 127.0.0.1 and the
+//! simulated backend.
+//!
+//! In-process runs use [`daemon::run_with_backend`] with a virtual clock and
+//! `max_polls` (the daemon then drains its queue before returning); the kill
+//! and bound tests run the `wghook` binary. Every test has its own state
+//! directory and short retry delays, and awaits conditions with deadlines.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::Value;
+use wghook::backend::sim::{key_for, Scenario, SimBackend};
+use wghook::config::{self, Config};
+use wghook::daemon::{self, Clock, RunOptions};
+use wghook::delivery::outbox::Store;
+
+use crate::util::receiver::{Receiver, Recorded, Reply};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wghook");
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-05T10:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A port nothing listens on: bound, noted, released.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Writes `scenario.yaml` and `wghook.yaml` (simulated backend, state in
+/// `dir/state`) into `dir`; `hooks` is the `webhook:`/`webhooks:` block,
+/// `delivery` and `monitor` extra lines of those sections (2-space indented).
+fn setup(dir: &Path, scenario: &str, hooks: &str, delivery: &str, monitor: &str) -> PathBuf {
+    write(dir, "scenario.yaml", scenario);
+    let text = format!(
+        "{hooks}\
+         delivery:\n{delivery}\
+         monitor:\n  interval: 100ms\n  backend: simulated\n  scenario: scenario.yaml\n  \
+         host: test-host\n  state_dir: {}\n{monitor}",
+        dir.join("state").display()
+    );
+    write(dir, "wghook.yaml", &text)
+}
+
+fn load(path: &Path) -> Config {
+    config::load(path).unwrap_or_else(|e| panic!("invalid test configuration: {e}"))
+}
+
+fn virtual_run(start: DateTime<Utc>, polls: u64) -> RunOptions {
+    RunOptions {
+        clock: Clock::Virtual {
+            start,
+            step: TimeDelta::seconds(10),
+        },
+        max_polls: Some(polls),
+    }
+}
+
+/// Runs the daemon in-process on `cfg`'s scenario until `options.max_polls`,
+/// then lets it drain (bounded by `delivery.shutdown_timeout`).
+async fn run(cfg: Config, options: RunOptions) {
+    daemon::run(cfg, options, std::future::pending())
+        .await
+        .expect("daemon run");
+}
+
+/// `wghook outbox --json -c CONFIG`, parsed.
+async fn outbox_json(config: &Path) -> Vec<Value> {
+    let out = tokio::process::Command::new(BIN)
+        .args(["outbox", "--json", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wghook outbox failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice(&out.stdout) {
+        Ok(Value::Array(rows)) => rows,
+        _ => panic!(
+            "wghook outbox --json printed no JSON array: {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    }
+}
+
+fn ids(requests: &[Recorded]) -> HashSet<String> {
+    requests.iter().map(Recorded::id).collect()
+}
+
+fn str_of<'a>(row: &'a Value, key: &str) -> &'a str {
+    row[key].as_str().unwrap_or_default()
+}
+
+/// Per identifier, the kinds in the order of their first arrival (duplicates
+/// left out).
+fn first_arrivals(requests: &[Recorded]) -> HashMap<String, Vec<String>> {
+    let mut seen = HashSet::new();
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for r in requests {
+        if seen.insert(r.id()) {
+            out.entry(r.identifier()).or_default().push(r.kind());
+        }
+    }
+    out
+}
+
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// --- 1. receiver down while 1,000 events happen --------------------------
+
+/// 250 peers in 5 waves 10 s apart; each peer is created, connects, then is
+/// removed (disconnect + delete): 1,000 peer events, nothing for wg0 (it is
+/// there at the first poll, which only sets the baseline).
+fn thousand_events() -> String {
+    let mut s =
+        String::from("steps:\n  - at: 0s\n    add_interface: { name: wg0, listen_port: 51820 }\n");
+    for i in 0..250 {
+        let wave = (i % 5) * 10;
+        let p = format!("p{i:03}");
+        s += &format!(
+            "  - at: {}s\n    add_peer: {{ interface: wg0, peer: {p} }}\n\
+             \x20 - at: {}s\n    handshake: {{ interface: wg0, peer: {p} }}\n\
+             \x20 - at: {}s\n    remove_peer: {{ interface: wg0, peer: {p} }}\n",
+            10 + wave,
+            20 + wave,
+            40 + wave
+        );
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_during_1000_events_gets_them_all_once_in_per_peer_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let cfg = setup(
+        dir.path(),
+        &thousand_events(),
+        &format!("webhook:\n  url: http://127.0.0.1:{port}/hook\n  timeout: 5s\n"),
+        "  shutdown_timeout: 40s\n  retry:\n    delays: [0s, 200ms, 500ms]\n",
+        "",
+    );
+    let cfg = load(&cfg);
+    // Opened before the daemon, so the two never create the schema at once.
+    let store = Store::open(&cfg.monitor.state_dir).unwrap();
+    // Polls at 0..90 s of virtual time, 100 ms apart in real time.
+    let daemon = tokio::spawn(run(cfg, virtual_run(t0(), 10)));
+
+    // Everything is committed while the receiver is down.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.pending_count().unwrap() < 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} events committed after 20 s",
+            store.pending_count().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = store.list(None).unwrap();
+    let committed: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(committed.len(), 1000, "one outbox row per event");
+    assert!(rows.iter().all(|r| r.state == "pending"));
+    assert!(
+        rows.iter().any(|r| r.attempts > 0),
+        "deliveries were attempted while the receiver was down"
+    );
+
+    // The receiver comes up on the same port.
+    let receiver = Receiver::start_on(port).await;
+    let got = receiver
+        .wait_for(Duration::from_secs(30), "all 1,000 event ids", |r| {
+            ids(r).len() >= 1000
+        })
+        .await;
+    tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("the daemon drains and returns")
+        .unwrap();
+    let got_after = receiver.requests();
+    assert!(got_after.len() >= got.len());
+
+    assert_eq!(ids(&got_after), committed, "exactly the committed events");
+    let duplicates = got_after.len() - committed.len();
+    assert!(
+        duplicates <= 16,
+        "{duplicates} duplicate deliveries without any crash"
+    );
+
+    // Per peer: create, connect, disconnect, delete, never out of order.
+    let rank = |kind: &str| match kind {
+        "peer.create" => 0,
+        "peer.connect" => 1,
+        "peer.disconnect" => 2,
+        "peer.delete" => 3,
+        other => panic!("unexpected event {other}"),
+    };
+    let names: HashMap<String, String> = (0..250)
+        .map(|i| {
+            let name = format!("p{i:03}");
+            (key_for(&name).to_base64(), name)
+        })
+        .collect();
+    let mut last: HashMap<String, i32> = HashMap::new();
+    for r in &got_after {
+        let peer = r.identifier();
+        let now = rank(&r.kind());
+        let before = last.insert(peer.clone(), now).unwrap_or(-1);
+        assert!(
+            now >= before,
+            "peer {} got {} after a later event",
+            names.get(&peer).map_or(peer.as_str(), |s| s.as_str()),
+            r.kind()
+        );
+    }
+    let firsts = first_arrivals(&got_after);
+    assert_eq!(firsts.len(), 250, "events of every peer arrived");
+    for (peer, kinds) in &firsts {
+        assert!(names.contains_key(peer), "unknown identifier {peer}");
+        assert_eq!(
+            kinds,
+            &[
+                "peer.create",
+                "peer.connect",
+                "peer.disconnect",
+                "peer.delete"
+            ],
+            "order of {}",
+            names[peer]
+        );
+    }
+    assert_eq!(store.pending_count().unwrap(), 0, "the outbox is empty");
+    assert!(store.list(None).unwrap().is_empty());
+}
+
+// --- 2. Retry-After ------------------------------------------------------
+
+const ALICE_CONNECTED: &str = "steps:
+  - at: 0s
+    add_interface: { name: wg0 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_2_delays_the_next_attempt_by_2_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // The first two attempts of each event get 503 + Retry-After: 2.
+    receiver.respond_by(|_, earlier| {
+        if earlier < 2 {
+            Reply {
+                status: 503,
+                retry_after: Some("2".into()),
+                delay: None,
+            }
+        } else {
+            Reply::status(200)
+        }
+    });
+    // Without Retry-After the retries would come after ~100 ms, then ~5 s.
+    let cfg = setup(
+        dir.path(),
+        ALICE_CONNECTED,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms, 5s]\n",
+        "",
+    );
+    run(load(&cfg), virtual_run(t0(), 1)).await;
+
+    let got = receiver.requests();
+    assert_eq!(got.len(), 3, "503, 503, then 200");
+    assert_eq!(got[0].kind(), "peer.connect");
+    assert!(got.iter().all(|r| r.id() == got[0].id()), "one event");
+    // The outbox stores times in milliseconds: allow that much rounding.
+    let tolerance = Duration::from_millis(5);
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap + tolerance >= Duration::from_secs(2),
+            "retried after {gap:?}, before Retry-After: 2 allowed"
+        );
+        assert!(
+            gap < Duration::from_millis(3900),
+            "retried after {gap:?}: Retry-After: 2 was not used"
+        );
+    }
+    assert!(outbox_json(&cfg).await.is_empty(), "delivered in the end");
+}
+
+// --- 3. 400 gives up, 410 disables -----------------------------------------
+
+const TWO_PEERS: &str = "steps:
+  - at: 0s
+    add_interface: { name: wg0 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+  - at: 0s
+    add_peer: { interface: wg0, peer: bob }
+  - at: 0s
+    handshake: { interface: wg0, peer: bob }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_gives_up_that_event_only_and_outbox_retry_sends_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let alice = key_for("alice").to_base64();
+    let rejected = alice.clone();
+    receiver.respond_by(move |r, earlier| {
+        if earlier == 0 && r.kind() == "peer.create" && r.identifier() == rejected {
+            Reply::status(400)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let cfg = setup(
+        dir.path(),
+        TWO_PEERS,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    run(load(&cfg), virtual_run(t0(), 2)).await;
+
+    let got = receiver.requests();
+    let mut kinds: Vec<(String, String)> = got.iter().map(|r| (r.kind(), r.identifier())).collect();
+    kinds.sort();
+    let bob = key_for("bob").to_base64();
+    let mut expected = vec![
+        ("interface.create".to_string(), "wg0".to_string()),
+        ("peer.connect".into(), alice.clone()),
+        ("peer.connect".into(), bob.clone()),
+        ("peer.create".into(), alice.clone()),
+        ("peer.create".into(), bob.clone()),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected, "one attempt each; later events flowed");
+    let create = got
+        .iter()
+        .find(|r| r.kind() == "peer.create" && r.identifier() == alice)
+        .unwrap();
+    let connect = got
+        .iter()
+        .position(|r| r.kind() == "peer.connect" && r.identifier() == alice)
+        .unwrap();
+    assert!(
+        got.iter().position(|r| r.id() == create.id()).unwrap() < connect,
+        "alice's connect went after her rejected create"
+    );
+
+    // The dead letter is listed...
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let row = &rows[0];
+    assert_eq!(str_of(row, "state"), "given_up");
+    assert_eq!(str_of(row, "webhook"), "default");
+    assert_eq!(str_of(row, "event"), "peer.create");
+    assert_eq!(str_of(row, "identifier"), alice);
+    assert_eq!(str_of(row, "id"), create.id());
+    assert_eq!(row["last_status"], 400);
+    assert_eq!(row["attempts"], 1);
+
+    // ...re-queued by `outbox retry`...
+    let out = tokio::process::Command::new(BIN)
+        .args(["outbox", "-c"])
+        .arg(&cfg)
+        .arg("retry")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 given-up delivery re-queued"), "{stdout}");
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(str_of(&rows[0], "state"), "pending");
+
+    // ...and delivered by the next run, with the same webhook-id; the
+    // restart itself reports nothing new.
+    run(load(&cfg), virtual_run(t0(), 2)).await;
+    let again = receiver.requests();
+    assert_eq!(again.len(), got.len() + 1, "only the re-queued event");
+    let resent = again.last().unwrap();
+    assert_eq!(resent.id(), create.id());
+    assert_eq!(resent.kind(), "peer.create");
+    assert!(outbox_json(&cfg).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_that_webhook_while_another_keeps_receiving_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.respond_by(|r, _| Reply::status(if r.path == "/gone" { 410 } else { 200 }));
+    let base = receiver.url.trim_end_matches("/hook");
+    let hooks = format!(
+        "webhooks:\n  - name: gone\n    url: {base}/gone\n    max_in_flight: 1\n  \
+         - name: live\n    url: {base}/live\n"
+    );
+    // Events in several polls, before and after the 410.
+    let scenario = "steps:
+  - at: 0s
+    add_interface: { name: wg0 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice }
+  - at: 0s
+    add_peer: { interface: wg0, peer: bob }
+  - at: 10s
+    handshake: { interface: wg0, peer: alice }
+  - at: 20s
+    add_peer: { interface: wg0, peer: carol }
+  - at: 30s
+    remove_peer: { interface: wg0, peer: bob }
+";
+    let cfg = setup(
+        dir.path(),
+        scenario,
+        &hooks,
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    run(load(&cfg), virtual_run(t0(), 5)).await;
+
+    let got = receiver.requests();
+    let gone: Vec<&Recorded> = got.iter().filter(|r| r.path == "/gone").collect();
+    let live: Vec<(String, String)> = got
+        .iter()
+        .filter(|r| r.path == "/live")
+        .map(|r| (r.kind(), r.identifier()))
+        .collect();
+    assert_eq!(gone.len(), 1, "nothing is sent after the 410");
+    let alice = key_for("alice").to_base64();
+    let bob = key_for("bob").to_base64();
+    let carol = key_for("carol").to_base64();
+    let mut sorted = live.clone();
+    sorted.sort();
+    let mut expected = vec![
+        ("interface.create".to_string(), "wg0".to_string()),
+        ("peer.create".into(), alice.clone()),
+        ("peer.create".into(), bob.clone()),
+        ("peer.connect".into(), alice),
+        ("peer.create".into(), carol),
+        ("peer.delete".into(), bob),
+    ];
+    expected.sort();
+    assert_eq!(sorted, expected, "the live webhook got every event once");
+
+    // The disabled webhook's events wait in the outbox; none is given up.
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 6, "{rows:#?}");
+    assert!(rows
+        .iter()
+        .all(|r| str_of(r, "webhook") == "gone" && str_of(r, "state") == "pending"));
+    let gone_row = rows
+        .iter()
+        .find(|r| str_of(r, "id") == gone[0].id())
+        .unwrap();
+    assert_eq!(gone_row["last_status"], 410);
+}
+
+// --- 4. SIGKILL while delivering ---------------------------------------------
+
+/// wg0 and 250 connected peers, all at 0 s: every start of the simulated
+/// host sees the same final host, so only the first run has events (501 with
+/// `announce_on_start: all`); restarts only re-deliver.
+fn five_hundred_events() -> String {
+    let mut s = String::from("steps:\n  - at: 0s\n    add_interface: { name: wg0 }\n");
+    for i in 0..250 {
+        s += &format!(
+            "  - at: 0s\n    add_peer: {{ interface: wg0, peer: k{i:03} }}\n\
+             \x20 - at: 0s\n    handshake: {{ interface: wg0, peer: k{i:03} }}\n"
+        );
+    }
+    s
+}
+
+fn spawn_daemon(cfg: &Path, log: &Path) -> tokio::process::Child {
+    let stderr = std::fs::File::create(log).unwrap();
+    tokio::process::Command::new(BIN)
+        .args(["run", "--log-format", "json", "-c"])
+        .arg(cfg)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM to our own child, then its exit status (within 15 s).
+async fn terminate(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running");
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the daemon stops within 15 s of SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_5_times_loses_nothing() {
+    const MAX_IN_FLIGHT: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // A slow receiver, so that kills land mid-delivery.
+    receiver.respond_by(|_, _| Reply {
+        status: 200,
+        retry_after: None,
+        delay: Some(Duration::from_millis(20)),
+    });
+    let cfg = setup(
+        dir.path(),
+        &five_hundred_events(),
+        &format!("webhook:\n  url: {}\n  timeout: 5s\n", receiver.url),
+        &format!(
+            "  max_in_flight: {MAX_IN_FLIGHT}\n  shutdown_timeout: 5s\n  \
+             retry:\n    delays: [0s, 100ms, 300ms]\n"
+        ),
+        "  announce_on_start: all\n",
+    );
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let state_dir = dir.path().join("state");
+    let mut committed: HashSet<String> = HashSet::new();
+
+    for round in 0..5 {
+        let log = dir.path().join(format!("run{round}.log"));
+        let before = receiver.requests().len();
+        let mut child = spawn_daemon(&cfg, &log);
+        // The first kill only once the events are committed (some arrived);
+        // later ones anywhere, start-up included.
+        let more = rng.random_range(if round == 0 { 5 } else { 0 }..=70);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(20),
+            receiver.wait_for(Duration::from_secs(60), "progress", |r| {
+                r.len() >= before + more
+            }),
+        )
+        .await;
+        assert!(
+            waited.is_ok(),
+            "round {round} (seed {seed}): no progress; log:\n{}",
+            last_lines(&log, 20)
+        );
+        child.kill().await.unwrap(); // SIGKILL
+        if round == 0 {
+            let store = Store::open(&state_dir).unwrap();
+            committed = store
+                .list(None)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            committed.extend(ids(&receiver.requests()));
+            assert_eq!(
+                committed.len(),
+                501,
+                "wg0 + 250 creates + 250 connects committed by the first run"
+            );
+        }
+    }
+
+    // A last start delivers the rest; restarts produced no new event.
+    let log = dir.path().join("final.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    let expected = committed.clone();
+    let got = tokio::time::timeout(
+        Duration::from_secs(30),
+        receiver.wait_for(Duration::from_secs(60), "every event id", move |r| {
+            ids(r).is_superset(&expected)
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "seed {seed}: not every event arrived; log:\n{}",
+            last_lines(&log, 20)
+        )
+    });
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}: {}", last_lines(&log, 20));
+    let got_after = receiver.requests();
+    assert_eq!(ids(&got_after), committed, "seed {seed}: no new events");
+    assert!(got.len() <= got_after.len());
+
+    let firsts = first_arrivals(&got_after);
+    assert_eq!(firsts["wg0"], ["interface.create"]);
+    for (peer, kinds) in firsts.iter().filter(|(k, _)| k.as_str() != "wg0") {
+        assert_eq!(kinds, &["peer.create", "peer.connect"], "order of {peer}");
+    }
+    let duplicates = got_after.len() - committed.len();
+    eprintln!(
+        "sigkill test: seed {seed}, {} requests, {duplicates} duplicates over 5 kills",
+        got_after.len()
+    );
+    assert!(
+        duplicates <= 5 * MAX_IN_FLIGHT,
+        "seed {seed}: {duplicates} duplicates, more than {MAX_IN_FLIGHT} in flight per kill"
+    );
+    assert!(outbox_json(&cfg).await.is_empty(), "the outbox is empty");
+}
+
+// --- 5. restart-safe tracking ------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_stopped_are_reported_once_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // A: alice and bob connected, carol present.
+    let a = "steps:
+  - at: 0s
+    add_interface: { name: wg0, listen_port: 51820 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice, allowed_ips: [10.8.0.2/32] }
+  - at: 0s
+    add_peer: { interface: wg0, peer: bob, allowed_ips: [10.8.0.3/32] }
+  - at: 0s
+    add_peer: { interface: wg0, peer: carol, allowed_ips: [10.8.0.4/32] }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+  - at: 0s
+    handshake: { interface: wg0, peer: bob }
+";
+    // B, an hour later: alice's handshake is still the one of A (aged), bob
+    // is gone, dave was added and connected, carol is untouched.
+    let b = "steps:
+  - at: 0s
+    add_interface: { name: wg0, listen_port: 51820 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice, allowed_ips: [10.8.0.2/32] }
+  - at: 0s
+    add_peer: { interface: wg0, peer: carol, allowed_ips: [10.8.0.4/32] }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+  - at: 0s
+    add_peer: { interface: wg0, peer: dave, allowed_ips: [10.8.0.5/32] }
+  - at: 1h
+    handshake: { interface: wg0, peer: dave }
+";
+    let cfg = setup(
+        dir.path(),
+        a,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms]\n",
+        "",
+    );
+    let cfg = load(&cfg);
+    let run_on = |scenario: &str, start: DateTime<Utc>| {
+        let cfg = cfg.clone();
+        let mut sim = SimBackend::new(Scenario::parse(scenario, "test").unwrap());
+        // The scenario's time 0 is t0, whenever the daemon polls.
+        sim.snapshot_at(t0(), &cfg.filter());
+        async move {
+            daemon::run_with_backend(
+                cfg,
+                Box::new(sim),
+                virtual_run(start, 2),
+                std::future::pending(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let seen = |rs: &[Recorded]| -> Vec<(String, String)> {
+        rs.iter().map(|r| (r.kind(), r.identifier())).collect()
+    };
+    let alice = key_for("alice").to_base64();
+    let bob = key_for("bob").to_base64();
+    let dave = key_for("dave").to_base64();
+
+    run_on(a, t0()).await;
+    let first = receiver.requests();
+    let mut got = seen(&first);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("peer.connect".to_string(), alice.clone()),
+            ("peer.connect".to_string(), bob.clone())
+        ]
+    );
+
+    run_on(b, t0() + TimeDelta::hours(1)).await;
+    let second = receiver.requests().split_off(first.len());
+    let mut got = seen(&second);
+    got.sort();
+    let mut expected = vec![
+        ("peer.disconnect".to_string(), alice.clone()),
+        ("peer.disconnect".into(), bob.clone()),
+        ("peer.delete".into(), bob.clone()),
+        ("peer.create".into(), dave.clone()),
+        ("peer.connect".into(), dave.clone()),
+    ];
+    expected.sort();
+    assert_eq!(got, expected, "exactly what changed while stopped, once");
+    assert_eq!(ids(&second).len(), 5, "no duplicate");
+    let firsts = first_arrivals(&second);
+    assert_eq!(firsts[&bob], ["peer.disconnect", "peer.delete"]);
+    assert_eq!(firsts[&dave], ["peer.create", "peer.connect"]);
+    let alice_off = second
+        .iter()
+        .find(|r| r.identifier() == alice)
+        .unwrap()
+        .json();
+    assert_eq!(alice_off["payload"]["IsConnected"], false);
+
+    run_on(b, t0() + TimeDelta::hours(1) + TimeDelta::seconds(20)).await;
+    let third = receiver.requests().split_off(first.len() + second.len());
+    assert!(
+        third.is_empty(),
+        "a restart on an unchanged host reports nothing: {:?}",
+        seen(&third)
+    );
+}
+
+// --- 6. the outbox bound -----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_keeps_the_newest_100_and_logs_each_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    // wg0 and 99 peers at once (100 creates with announce_on_start: all),
+    // then 50 more peers a second later: 150 events.
+    let mut scenario = String::from("steps:\n  - at: 0s\n    add_interface: { name: wg0 }\n");
+    for i in 0..149 {
+        let at = if i < 99 { "0s" } else { "1s" };
+        scenario += &format!("  - at: {at}\n    add_peer: {{ interface: wg0, peer: q{i:03} }}\n");
+    }
+    let cfg = setup(
+        dir.path(),
+        &scenario,
+        &format!("webhook:\n  url: http://127.0.0.1:{port}/hook\n"),
+        "  max_pending_events: 100\n  shutdown_timeout: 5s\n  \
+         retry:\n    delays: [0s, 200ms, 500ms]\n",
+        "  announce_on_start: all\n",
+    );
+    let log = dir.path().join("run.log");
+    let mut child = spawn_daemon(&cfg, &log);
+
+    let read_log = || -> Vec<Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let message = |v: &Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = read_log();
+        let events = lines.iter().filter(|v| message(v) == "event").count();
+        let full = lines
+            .iter()
+            .filter(|v| message(v).contains("outbox full"))
+            .count();
+        if events >= 150 && full >= 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 20 s: {events} events, {full} drops logged; log:\n{}",
+            last_lines(&log, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+
+    let lines = read_log();
+    let events: Vec<String> = lines
+        .iter()
+        .filter(|v| message(v) == "event")
+        .map(|v| v["fields"]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events.len(), 150);
+    let drops: Vec<&Value> = lines
+        .iter()
+        .filter(|v| message(v).contains("outbox full"))
+        .collect();
+    assert_eq!(drops.len(), 50, "one ERROR line per dropped event");
+    assert!(drops.iter().all(|v| v["level"] == "ERROR"));
+    let dropped: Vec<String> = drops
+        .iter()
+        .map(|v| v["fields"]["event_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(dropped, events[..50], "the 50 oldest were dropped");
+
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 100);
+    assert!(rows.iter().all(|r| str_of(r, "state") == "pending"));
+    let kept: HashSet<&str> = rows.iter().map(|r| str_of(r, "id")).collect();
+    let newest: HashSet<&str> = events[50..].iter().map(String::as_str).collect();
+    assert_eq!(kept, newest, "the 100 newest are kept");
+}
