@@ -78,6 +78,37 @@ pub struct Config {
     pub peers: HashMap<PublicKey, PeerLabel>,
     /// The outbox and its retries (`delivery:`).
     pub delivery: DeliverySettings,
+    /// Prometheus metrics (`metrics:`).
+    pub metrics: MetricsSettings,
+    /// Logging (`log:`).
+    pub log: LogSettings,
+}
+
+/// The `metrics:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served; `None` (the default): off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Per-peer series (labels interface, public_key, name); off on hosts
+    /// where one series per peer is too many.
+    pub per_peer_metrics: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            per_peer_metrics: true,
+        }
+    }
+}
+
+/// The `log:` section (the command line and `RUST_LOG` take precedence).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSettings {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `wghook=debug,warn`.
+    pub level: Option<String>,
+    pub format: Option<crate::logging::LogFormat>,
 }
 
 /// Default directory of the outbox database (systemd's `StateDirectory=`).
@@ -610,7 +641,11 @@ fn parse_tree(text: &str) -> Result<Option<Node>, (usize, String)> {
 // Stage 2: tree -> Config, collecting every error.
 // ---------------------------------------------------------------------------
 
-const TOP_KEYS: &[&str] = &["webhook", "webhooks", "monitor", "peers", "delivery"];
+const TOP_KEYS: &[&str] = &[
+    "webhook", "webhooks", "monitor", "peers", "delivery", "metrics", "log",
+];
+const METRICS_KEYS: &[&str] = &["listen", "per_peer_metrics"];
+const LOG_KEYS: &[&str] = &["level", "format"];
 const WEBHOOK_KEYS: &[&str] = &[
     "name",
     "url",
@@ -736,12 +771,16 @@ impl Compiler<'_> {
         let webhooks = self.webhooks(&top, &delivery);
         let monitor = self.monitor(top.get("monitor"), top.key_line("monitor"));
         let peers = self.peers(top.get("peers"), top.key_line("peers"));
+        let metrics = self.metrics(top.get("metrics"), top.key_line("metrics"));
+        let log = self.log(top.get("log"), top.key_line("log"));
         Some(Config {
             path: self.file.to_path_buf(),
             monitor,
             webhooks,
             peers,
             delivery,
+            metrics,
+            log,
         })
     }
 
@@ -1454,6 +1493,67 @@ impl Compiler<'_> {
         Some(path)
     }
 
+    // --- metrics and log --------------------------------------------------
+
+    fn metrics(&mut self, node: Option<&Node>, line: usize) -> MetricsSettings {
+        let mut out = MetricsSettings::default();
+        let Some(m) = self.map(node, "metrics", line, Some(METRICS_KEYS)) else {
+            return out;
+        };
+        if let Some(node) = m.get("listen") {
+            let key = m.child("listen");
+            if let Some(text) = self.string(node, &key) {
+                match text.trim().parse::<std::net::SocketAddr>() {
+                    Ok(addr) => out.listen = Some(addr),
+                    Err(_) => {
+                        let message = format!(
+                            "invalid address {text:?} (use IP:PORT, e.g. 127.0.0.1:9586 or [::1]:9586)"
+                        );
+                        self.error(node.line, &key, message);
+                    }
+                }
+            }
+        }
+        if let Some(node) = m.get("per_peer_metrics") {
+            if let Some(b) = self.boolean(node, &m.child("per_peer_metrics")) {
+                out.per_peer_metrics = b;
+            }
+        }
+        out
+    }
+
+    fn log(&mut self, node: Option<&Node>, line: usize) -> LogSettings {
+        use crate::logging::LogFormat;
+        let mut out = LogSettings::default();
+        let Some(m) = self.map(node, "log", line, Some(LOG_KEYS)) else {
+            return out;
+        };
+        if let Some(node) = m.get("level") {
+            let key = m.child("level");
+            if let Some(text) = self.string(node, &key) {
+                match crate::logging::check_filter(text.trim()) {
+                    Ok(()) => out.level = Some(text.trim().to_string()),
+                    Err(e) => {
+                        let message = format!(
+                            "invalid log filter {text:?}: {e} (use e.g. info or wghook=debug,warn)"
+                        );
+                        self.error(node.line, &key, message);
+                    }
+                }
+            }
+        }
+        if let Some(node) = m.get("format") {
+            let choices = [
+                ("auto", LogFormat::Auto),
+                ("human", LogFormat::Human),
+                ("journald", LogFormat::Journald),
+                ("json", LogFormat::Json),
+            ];
+            out.format = self.choice(node, &m.child("format"), &choices);
+        }
+        out
+    }
+
     // --- peers ------------------------------------------------------------
 
     fn peers(&mut self, node: Option<&Node>, line: usize) -> HashMap<PublicKey, PeerLabel> {
@@ -1887,7 +1987,7 @@ mod tests {
         let table: Vec<(String, Vec<String>)> = vec![
             (
                 "colour: blue\n".into(),
-                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers, delivery)")],
+                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers, delivery, metrics, log)")],
             ),
             (
                 "webhok:\n  url: https://x.example\n".into(),
@@ -1919,6 +2019,14 @@ mod tests {
                 ],
             ),
             (
+                "metrics:\n  listen: localhost\nlog:\n  level: \"wghook=loud\"\n  format: xml\n".into(),
+                vec![
+                    format!("{f}:2: metrics.listen: invalid address \"localhost\" (use IP:PORT, e.g. 127.0.0.1:9586 or [::1]:9586)"),
+                    format!("{f}:4: log.level: invalid log filter \"wghook=loud\": error parsing level filter: expected one of \"off\", \"error\", \"warn\", \"info\", \"debug\", \"trace\", or a number 0-5 (use e.g. info or wghook=debug,warn)"),
+                    format!("{f}:5: log.format: invalid value \"xml\" (use auto, human, journald or json)"),
+                ],
+            ),
+            (
                 "monitor: [wg0]\n".into(),
                 vec![format!("{f}:1: monitor: expected a mapping, found a list")],
             ),
@@ -1936,7 +2044,7 @@ mod tests {
             (
                 "- webhook\n".into(),
                 vec![format!(
-                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, delivery, found a list"
+                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, delivery, metrics, log, found a list"
                 )],
             ),
             (

@@ -24,6 +24,8 @@ use crate::delivery::http::HttpSender;
 use crate::delivery::outbox::Store;
 use crate::delivery::Delivery;
 use crate::event::{Event, RenderContext};
+use crate::metrics::Metrics;
+use crate::notify::{watchdog_interval, Notifier};
 use crate::tracker::{self, State};
 
 /// Where `now` comes from.
@@ -98,25 +100,49 @@ pub async fn run(
 }
 
 /// [`run`] with a backend built by the caller (tests inject their own).
+///
+/// SIGHUP reloads the configuration: an invalid file is logged and the old
+/// configuration kept; a valid one is applied (webhooks, filters, interval,
+/// thresholds, backend) without losing the tracker state or pending events.
 pub async fn run_with_backend(
-    config: Config,
+    mut config: Config,
     mut backend: Box<dyn Backend>,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let _ = crate::logging::apply_config(config.log.level.as_deref(), config.log.format, "info");
     let host = host_name(&config);
-    let settings = config.tracker_settings(host.clone());
-    let filter = config.filter();
-    let ctx = render_context(&config);
-    let senders = config
-        .webhooks
-        .iter()
-        .map(|hook| HttpSender::new(hook, ctx.clone()).map(|s| (hook.clone(), s)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut settings = config.tracker_settings(host.clone());
+    let mut filter = config.filter();
+
     let store = Store::open(&config.monitor.state_dir)?;
     let saved = store.load_state()?;
     let store = Arc::new(Mutex::new(store));
-    let delivery = Delivery::start(Arc::clone(&store), senders, &config.delivery)?;
+
+    let metrics = config
+        .metrics
+        .listen
+        .map(|listen| (listen, Metrics::new(config.metrics.per_peer_metrics)));
+    let (metrics_stop, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut metrics_task = None;
+    if let Some((listen, m)) = &metrics {
+        // Bind now, so a bad address fails the start rather than a task.
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} for metrics (metrics.listen)"))?;
+        let m = m.clone();
+        metrics_task = Some(tokio::spawn(async move {
+            let stop = async {
+                let _ = metrics_stop_rx.await;
+            };
+            if let Err(e) = crate::metrics::serve_listener(listener, m, stop).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        }));
+    }
+    let metrics = metrics.map(|(_, m)| m);
+
+    let mut delivery = start_delivery(&config, &store, metrics.clone())?;
     if delivery.webhook_count() == 0 {
         tracing::warn!("no webhook configured: events are only logged");
     }
@@ -126,12 +152,9 @@ pub async fn run_with_backend(
         interval_ms = config.monitor.interval.as_millis() as u64,
         connect_threshold_s = config.monitor.connect_threshold.as_secs(),
         webhooks = delivery.webhook_count(),
+        state = %config.monitor.state_dir.display(),
         "wghook started"
     );
-
-    let mut ticker = tokio::time::interval(config.monitor.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     if let Some(saved) = &saved {
         tracing::info!(
             peers = saved.peer_count(),
@@ -139,8 +162,21 @@ pub async fn run_with_backend(
             "restored the tracker state saved by the previous run; changes since then are reported once"
         );
     }
+
+    let notifier = Notifier::from_env();
+    let mut watchdog = watchdog_interval().map(|every| {
+        let mut t = tokio::time::interval(every / 2);
+        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        t
+    });
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+
+    let mut ticker = tokio::time::interval(config.monitor.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
     let mut state: Option<State> = saved;
     let mut polls: u64 = 0;
+    let mut ready = false;
     loop {
         if options.max_polls.is_some_and(|max| polls >= max) {
             break;
@@ -148,6 +184,80 @@ pub async fn run_with_backend(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some(()) = recv_opt(&mut hangup) => {
+                if let Some(n) = &notifier {
+                    n.reloading();
+                }
+                match crate::config::load(&config.path) {
+                    Err(errors) => {
+                        tracing::error!(file = %config.path.display(), "reload failed; keeping the running configuration:\n{errors}");
+                    }
+                    Ok(new) => {
+                        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, "info");
+                        if new.monitor.backend != config.monitor.backend
+                            || new.monitor.scenario != config.monitor.scenario
+                            || new.monitor.uapi_dirs != config.monitor.uapi_dirs
+                            || new.monitor.uapi_timeout != config.monitor.uapi_timeout
+                        {
+                            match build_backend(&new).await {
+                                Ok(b) => backend = b,
+                                Err(e) => {
+                                    tracing::error!(error = %format!("{e:#}"), "reload failed: the new backend cannot start; keeping the running configuration");
+                                    if let Some(n) = &notifier { n.ready(); }
+                                    continue;
+                                }
+                            }
+                        }
+                        if new.monitor.state_dir != config.monitor.state_dir || new.metrics != config.metrics {
+                            tracing::warn!("monitor.state_dir and metrics changes take effect at the next restart");
+                        }
+                        // Pending events stay in the outbox; the new
+                        // delivery picks them up (and re-enables webhooks
+                        // disabled by a 410, and re-queued dead letters).
+                        let placeholder = Delivery::start(Arc::clone(&store), Vec::new(), &config.delivery, None)?;
+                        std::mem::replace(&mut delivery, placeholder).shutdown().await;
+                        delivery = match start_delivery(&new, &store, metrics.clone()) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                tracing::error!(error = %format!("{e:#}"), "reload failed: cannot start the new webhooks; keeping the running configuration");
+                                delivery = start_delivery(&config, &store, metrics.clone())?;
+                                if let Some(n) = &notifier { n.ready(); }
+                                continue;
+                            }
+                        };
+                        if let Some(m) = &metrics {
+                            for hook in &config.webhooks {
+                                if !new.webhooks.iter().any(|h| h.name == hook.name) {
+                                    m.forget_webhook(&hook.name);
+                                }
+                            }
+                        }
+                        if new.monitor.interval != config.monitor.interval {
+                            ticker = tokio::time::interval(new.monitor.interval);
+                            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                        }
+                        let host = host_name(&new);
+                        settings = new.tracker_settings(host);
+                        filter = new.filter();
+                        config = new;
+                        tracing::info!(
+                            webhooks = delivery.webhook_count(),
+                            interval_ms = config.monitor.interval.as_millis() as u64,
+                            "configuration reloaded"
+                        );
+                    }
+                }
+                if let Some(n) = &notifier {
+                    n.ready();
+                }
+                continue;
+            }
+            _ = tick_opt(&mut watchdog) => {
+                if let Some(n) = &notifier {
+                    n.watchdog();
+                }
+                continue;
+            }
             _ = ticker.tick() => {}
         }
         let now = match options.clock {
@@ -155,20 +265,23 @@ pub async fn run_with_backend(
             Clock::Virtual { start, step } => start + step * (polls as i32),
         };
         polls += 1;
+        let started = std::time::Instant::now();
         let snapshot = match backend.poll(now, &filter).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 tracing::warn!(backend = backend.name(), error = %e, "poll failed; skipping it");
+                if let Some(m) = &metrics {
+                    m.poll_error();
+                }
                 continue;
             }
         };
-        let first = polls == 1;
         let tracker::Tracked {
             state: next,
             events,
             changes,
         } = tracker::track_changes(state.take(), &snapshot, now, &settings);
-        if first {
+        if polls == 1 {
             tracing::info!(
                 interfaces = snapshot.interfaces.len(),
                 peers = snapshot.peer_count(),
@@ -179,14 +292,49 @@ pub async fn run_with_backend(
         for event in &events {
             log_event(event);
         }
+        if let Some(m) = &metrics {
+            m.events(&events);
+        }
         if let Err(e) = delivery.commit(events, &next, &changes) {
             // Without a durable outbox nothing can be promised: stop, and let
             // the service manager restart us (the saved state is the last
             // committed poll, so nothing is missed).
             delivery.shutdown().await;
+            let _ = metrics_stop.send(());
             return Err(anyhow::Error::new(e).context("cannot write to the outbox"));
         }
+        let queues = delivery.queues();
+        if let Some(m) = &metrics {
+            m.observe_poll(started.elapsed(), &snapshot, &next, &config.peers);
+            let now = Utc::now();
+            for q in &queues {
+                let age = q.oldest.and_then(|t| (now - t).to_std().ok());
+                m.set_queue(&q.webhook, q.pending, q.given_up, age);
+            }
+        }
+        if let Some(n) = &notifier {
+            if !ready {
+                n.ready();
+                ready = true;
+            }
+            let pending: u64 = queues.iter().map(|q| q.pending).sum();
+            n.status(&format!(
+                "watching {} interface{}, {} peers ({} connected), {} pending",
+                snapshot.interfaces.len(),
+                if snapshot.interfaces.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                next.peer_count(),
+                next.connected_count(),
+                pending
+            ));
+        }
         state = Some(next);
+    }
+    if let Some(n) = &notifier {
+        n.stopping();
     }
     if options.max_polls.is_some() {
         tracing::info!(polls, "done: delivering what is queued");
@@ -195,7 +343,47 @@ pub async fn run_with_backend(
         tracing::info!(polls, "stopping: finishing in-flight deliveries");
         delivery.shutdown().await;
     }
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     Ok(())
+}
+
+/// Senders for every configured webhook, and their delivery tasks.
+fn start_delivery(
+    config: &Config,
+    store: &Arc<Mutex<Store>>,
+    metrics: Option<Metrics>,
+) -> anyhow::Result<Delivery> {
+    let ctx = render_context(config);
+    let senders = config
+        .webhooks
+        .iter()
+        .map(|hook| HttpSender::new(hook, ctx.clone()).map(|s| (hook.clone(), s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Delivery::start(
+        Arc::clone(store),
+        senders,
+        &config.delivery,
+        metrics,
+    )?)
+}
+
+async fn recv_opt(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(t: &mut Option<tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn log_event(event: &Event) {

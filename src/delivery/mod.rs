@@ -18,15 +18,17 @@ pub mod outbox;
 pub mod retry;
 pub mod scheduler;
 
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::tracker::{Changes, State};
 use http::{AttemptResult, HttpSender};
 use outbox::{Outcome, Store, StoreError};
@@ -51,6 +53,25 @@ struct Hook {
     name: String,
     events: Vec<String>,
     tx: mpsc::UnboundedSender<Msg>,
+    stats: Arc<QueueStats>,
+}
+
+/// One webhook's queue figures, kept current by its task.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pending: AtomicU64,
+    given_up: AtomicU64,
+    /// Commit time (Unix ms) of the oldest pending event; 0 when none.
+    oldest_ms: AtomicI64,
+}
+
+/// A webhook's queue figures at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    pub webhook: String,
+    pub pending: u64,
+    pub given_up: u64,
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// The outbox and one delivery task per webhook.
@@ -76,6 +97,7 @@ impl Delivery {
         store: Arc<Mutex<Store>>,
         webhooks: Vec<(Webhook, HttpSender)>,
         settings: &DeliverySettings,
+        metrics: Option<Metrics>,
     ) -> Result<Self, StoreError> {
         let (out_tx, out_rx) = std::sync::mpsc::channel::<Outcome>();
         let writer_store = Arc::clone(&store);
@@ -116,8 +138,14 @@ impl Delivery {
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
                 }
+                let stats = Arc::new(QueueStats::default());
+                stats
+                    .given_up
+                    .store(db.given_up_count(&hook.name)?, Ordering::Relaxed);
                 let (tx, rx) = mpsc::unbounded_channel();
                 let worker = Worker {
+                    stats: Arc::clone(&stats),
+                    metrics: metrics.clone(),
                     sender: Arc::new(sender),
                     schedule: schedule(&hook.retry),
                     max_in_flight: hook.max_in_flight,
@@ -130,6 +158,7 @@ impl Delivery {
                     name: hook.name,
                     events: hook.events,
                     tx,
+                    stats,
                 });
             }
         }
@@ -146,6 +175,24 @@ impl Delivery {
     /// Number of webhooks events go to.
     pub fn webhook_count(&self) -> usize {
         self.hooks.len()
+    }
+
+    /// Each webhook's queue figures.
+    pub fn queues(&self) -> Vec<QueueSnapshot> {
+        self.hooks
+            .iter()
+            .map(|h| {
+                let oldest = h.stats.oldest_ms.load(Ordering::Relaxed);
+                QueueSnapshot {
+                    webhook: h.name.clone(),
+                    pending: h.stats.pending.load(Ordering::Relaxed),
+                    given_up: h.stats.given_up.load(Ordering::Relaxed),
+                    oldest: (oldest != 0)
+                        .then(|| DateTime::from_timestamp_millis(oldest))
+                        .flatten(),
+                }
+            })
+            .collect()
     }
 
     /// Commits a poll (events, routed to the webhooks that want them, and the
@@ -286,6 +333,8 @@ fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Outcome>)
 
 /// One webhook's task.
 struct Worker {
+    stats: Arc<QueueStats>,
+    metrics: Option<Metrics>,
     sender: Arc<HttpSender>,
     schedule: Schedule,
     max_in_flight: usize,
@@ -300,6 +349,7 @@ impl Worker {
         let mut disabled = false;
         let mut draining = false;
         loop {
+            self.publish_stats();
             if draining && (self.queue.is_empty() || disabled) && in_flight.is_empty() {
                 return;
             }
@@ -359,6 +409,14 @@ impl Worker {
             );
             in_flight.abort_all();
         }
+    }
+
+    fn publish_stats(&self) {
+        self.stats
+            .pending
+            .store(self.queue.len() as u64, Ordering::Relaxed);
+        let oldest = self.queue.oldest().map_or(0, |t| t.timestamp_millis());
+        self.stats.oldest_ms.store(oldest, Ordering::Relaxed);
     }
 
     /// Applies an attempt's outcome; returns true if the webhook must be disabled.
@@ -447,6 +505,18 @@ impl Worker {
                 }
             }
         };
+        let label = match &outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::GaveUp { .. } => {
+                self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+                "given_up"
+            }
+            Outcome::Retry { .. } if disable => "disabled",
+            Outcome::Retry { .. } => "retry",
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.delivery(&webhook, label);
+        }
         let _ = self.outcomes.send(outcome);
         disable
     }

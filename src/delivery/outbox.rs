@@ -497,6 +497,15 @@ impl Store {
         Ok(n)
     }
 
+    /// Number of given-up deliveries of one webhook.
+    pub fn given_up_count(&self, webhook: &str) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE webhook = ?1 AND state = 'given_up'",
+            [webhook],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Number of events with at least one pending delivery.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(

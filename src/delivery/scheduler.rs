@@ -53,6 +53,8 @@ pub struct Queue {
     ifaces: HashMap<String, IfaceLanes>,
     /// (due time in ms, seq) of lane heads that may be attempted.
     ready: BTreeSet<(i64, i64)>,
+    /// Every pending seq: the first is the oldest event.
+    seqs: BTreeSet<i64>,
 }
 
 impl Queue {
@@ -67,7 +69,8 @@ impl Queue {
 
     /// The oldest pending item's commit time.
     pub fn oldest(&self) -> Option<DateTime<Utc>> {
-        self.slots.values().map(|s| s.item.created_at).min()
+        let first = self.seqs.first()?;
+        self.slots.get(first).map(|s| s.item.created_at)
     }
 
     pub fn get(&self, seq: i64) -> Option<&Item> {
@@ -89,6 +92,7 @@ impl Queue {
             None => lanes.own.push_back(seq),
         }
         lanes.all.insert(seq);
+        self.seqs.insert(seq);
         self.slots.insert(
             seq,
             Slot {
@@ -132,6 +136,7 @@ impl Queue {
     /// held back become candidates.
     pub fn remove(&mut self, seq: i64) -> Option<Item> {
         let slot = self.slots.remove(&seq)?;
+        self.seqs.remove(&seq);
         if let Some(at) = slot.ready_at {
             self.ready.remove(&(at, seq));
         }
