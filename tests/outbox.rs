@@ -628,12 +628,12 @@ async fn sigkill_during_delivery_5_times_loses_nothing() {
     // Every duplicate repeats a request that arrived shortly before a kill:
     // in flight (no answer yet), or answered but not yet recorded.
     let slow = Duration::from_millis(20);
-    let mut first: HashMap<String, Instant> = HashMap::new();
+    // Each request's previous copy, and the kill that came after it.
+    let mut previous: HashMap<String, Instant> = HashMap::new();
     let mut in_flight_at_kill = vec![0usize; kills.len()];
     let mut answered_at_kill = vec![0usize; kills.len()];
     for r in &got_after {
-        let Some(&orig) = first.get(&r.id()) else {
-            first.insert(r.id(), r.at);
+        let Some(orig) = previous.insert(r.id(), r.at) else {
             continue;
         };
         let k = kills

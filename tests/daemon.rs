@@ -1,0 +1,366 @@
+//! `wghook run` as systemd runs it: sd_notify on a real NOTIFY_SOCKET,
+//! SIGHUP reloads (valid and broken), and Prometheus metrics scraped over
+//! HTTP, on the simulated backend with a real receiver on 127.0.0.1.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixDatagram;
+use wghook::backend::sim::key_for;
+
+use crate::util::receiver::Receiver;
+
+/// A running `wghook run`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Daemon {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, dir: &Path, env: &[(&str, String)]) -> Daemon {
+        let stderr = dir.join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wghook"));
+        cmd.args(["run", "-c"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().unwrap(),
+            stderr,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(&self.stderr).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    /// Waits until the log contains `needle` (async: the receivers run on
+    /// this test's runtime and must keep answering meanwhile).
+    async fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{needle:?} not logged within {timeout:?}; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scenario in which something happens every second for a while.
+fn scenario(dir: &Path, peers: &[&str], every_secs: u64) -> PathBuf {
+    let mut text =
+        String::from("steps:\n  - at: 0s\n    add_interface: { name: wg0, listen_port: 51820 }\n");
+    for (i, p) in peers.iter().enumerate() {
+        let t = i as u64 * every_secs;
+        text.push_str(&format!(
+            "  - at: {t}s\n    add_peer: {{ interface: wg0, peer: {p}, allowed_ips: [10.8.0.{}/32] }}\n  \
+             - at: {t}s\n    handshake: {{ interface: wg0, peer: {p}, endpoint: \"198.51.100.{}:51820\" }}\n  \
+             - at: {t}s\n    traffic: {{ interface: wg0, peer: {p}, rx: 1000, tx: 2000 }}\n",
+            i + 2,
+            i + 2
+        ));
+    }
+    let path = dir.join("scenario.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn write_config(dir: &Path, scenario: &Path, webhooks: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        "{webhooks}monitor:\n  interval: 200ms\n  backend: simulated\n  scenario: {}\n  \
+         announce_on_start: all\n  state_dir: {}\n{extra}",
+        scenario.display(),
+        dir.join("state").display()
+    );
+    let path = dir.join("wghook.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn hooks(list: &[(&str, &Receiver)]) -> String {
+    let mut s = String::from("webhooks:\n");
+    for (name, r) in list {
+        s.push_str(&format!("  - name: {name}\n    url: {}\n", r.url));
+    }
+    s
+}
+
+#[tokio::test]
+async fn sd_notify_ready_after_first_poll_then_watchdog_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let scenario = scenario(dir.path(), &["alice"], 1);
+    let config = write_config(dir.path(), &scenario, &hooks(&[("r", &receiver)]), "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let daemon = Daemon::start(
+        &config,
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.display().to_string()),
+            // 400 ms: a WATCHDOG=1 every 200 ms.
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
+    );
+
+    let mut messages: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("a datagram from wghook within 10 s")
+            .unwrap();
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        let watchdogs = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+        let status = messages
+            .iter()
+            .any(|m| m.contains("STATUS=watching 1 interface, 1 peers (1 connected)"));
+        if watchdogs >= 3 && status {
+            break;
+        }
+    }
+    let ready = messages
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 in {messages:?}"));
+    assert!(
+        daemon.log().contains("first poll done"),
+        "READY after the first poll"
+    );
+    assert!(
+        messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{messages:?}"
+    );
+    let status = messages
+        .iter()
+        .position(|m| m.contains("STATUS=watching 1 interface, 1 peers (1 connected), "))
+        .unwrap_or_else(|| panic!("no STATUS line in {messages:?}"));
+    assert!(status >= ready || messages[status].contains("READY=1"));
+    // The events were delivered too.
+    receiver
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.iter().any(|x| x.kind() == "peer.connect")
+        })
+        .await;
+
+    daemon.signal("-TERM");
+    let mut stopping = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut buf)).await {
+            Ok(Ok(n)) if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") => {
+                stopping = true;
+                break;
+            }
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    assert!(stopping, "STOPPING=1 at SIGTERM");
+}
+
+#[tokio::test]
+async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    // A new peer every second for 30 s.
+    let names: Vec<String> = (0..30).map(|i| format!("peer{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let scenario = scenario(dir.path(), &names, 1);
+    let config = write_config(dir.path(), &scenario, &hooks(&[("first", &first)]), "");
+    let daemon = Daemon::start(&config, dir.path(), &[]);
+    first
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.iter()
+                .any(|x| x.identifier() == key_for("peer0").to_base64())
+        })
+        .await;
+    assert!(second.requests().is_empty());
+
+    // Valid: a second webhook starts receiving; the first keeps going.
+    write_config(
+        dir.path(),
+        &scenario,
+        &hooks(&[("first", &first), ("second", &second)]),
+        "",
+    );
+    daemon.signal("-HUP");
+    daemon
+        .wait_log("configuration reloaded", Duration::from_secs(10))
+        .await;
+    let got = second
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.iter().any(|x| x.kind() == "peer.connect")
+        })
+        .await;
+    let later = got
+        .iter()
+        .find(|x| x.kind() == "peer.connect")
+        .unwrap()
+        .identifier();
+    assert_ne!(
+        later,
+        key_for("peer0").to_base64(),
+        "only events after the reload go to the new webhook"
+    );
+
+    // Broken: the error is logged and the running configuration keeps working.
+    std::fs::write(&config, "webhooks: [\n").unwrap();
+    let before = first.requests().len();
+    daemon.signal("-HUP");
+    daemon
+        .wait_log(
+            "reload failed; keeping the running configuration",
+            Duration::from_secs(10),
+        )
+        .await;
+    first
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.len() > before + 2
+        })
+        .await;
+    let n = second.requests().len();
+    second
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.len() > n
+        })
+        .await;
+    // No event was reported twice to the first webhook across the reloads.
+    let ids: Vec<String> = first
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "tracker state and outbox survived the reloads"
+    );
+}
+
+/// Parses one sample's value from Prometheus text: `name{labels} value`.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name) && (label.is_empty() || l.contains(label))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_match_a_known_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let scenario = scenario(dir.path(), &["alice", "bob"], 0);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let config = write_config(
+        dir.path(),
+        &scenario,
+        &hooks(&[("r", &receiver)]),
+        &format!(
+            "metrics:\n  listen: 127.0.0.1:{port}\npeers:\n  \"{}\": {{ name: alice-laptop }}\n",
+            key_for("alice")
+        ),
+    );
+    let _daemon = Daemon::start(&config, dir.path(), &[]);
+    receiver
+        .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
+            r.iter().filter(|x| x.kind() == "peer.connect").count() == 2
+        })
+        .await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        // Wait for the deliveries of the 5 events to be counted.
+        // (the queue gauges follow at the next poll).
+        if sample(&text, "wghook_deliveries_total", "outcome=\"delivered\"") == Some(5.0)
+            && sample(&text, "wghook_pending_events", "webhook=\"r\"") == Some(0.0)
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "metrics never settled:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let alice = format!("public_key=\"{}\"", key_for("alice"));
+    assert_eq!(
+        sample(&text, "wireguard_peer_connected", &alice),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("name=\"alice-laptop\""), "{text}");
+    assert_eq!(
+        sample(&text, "wireguard_peer_receive_bytes_total", &alice),
+        Some(1000.0)
+    );
+    assert_eq!(
+        sample(&text, "wireguard_peer_transmit_bytes_total", &alice),
+        Some(2000.0)
+    );
+    assert_eq!(sample(&text, "wireguard_interface_peers", "wg0"), Some(2.0));
+    assert_eq!(
+        sample(&text, "wghook_events_total", "peer.connect"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "wghook_events_total", "peer.create"),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&text, "wghook_pending_events", "webhook=\"r\""),
+        Some(0.0)
+    );
+    assert!(
+        sample(&text, "wghook_poll_duration_seconds_count", "").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+}
