@@ -626,7 +626,10 @@ async fn sigkill_during_delivery_5_times_loses_nothing() {
         assert_eq!(kinds, &["peer.create", "peer.connect"], "order of {peer}");
     }
     // Every duplicate repeats a request that arrived shortly before a kill:
-    // in flight (no answer yet), or answered but not yet recorded.
+    // in flight (no answer yet; at most max_in_flight), or answered but its
+    // outcome not yet committed by the outbox writer. The latter are not
+    // bounded by max_in_flight: a 2xx frees its slot before the outcome is
+    // durable (measured: 0-7 per kill), so only the in-flight part is.
     let slow = Duration::from_millis(20);
     // Each request's previous copy, and the kill that came after it.
     let mut previous: HashMap<String, Instant> = HashMap::new();
