@@ -79,7 +79,7 @@ pub struct Delivery {
     store: Arc<Mutex<Store>>,
     hooks: Vec<Hook>,
     tasks: JoinSet<()>,
-    outcomes: Option<std::sync::mpsc::Sender<Outcome>>,
+    outcomes: Option<std::sync::mpsc::Sender<Record>>,
     writer: Option<std::thread::JoinHandle<()>>,
     settings: DeliverySettings,
 }
@@ -99,7 +99,7 @@ impl Delivery {
         settings: &DeliverySettings,
         metrics: Option<Metrics>,
     ) -> Result<Self, StoreError> {
-        let (out_tx, out_rx) = std::sync::mpsc::channel::<Outcome>();
+        let (out_tx, out_rx) = std::sync::mpsc::channel::<Record>();
         let writer_store = Arc::clone(&store);
         let writer = std::thread::Builder::new()
             .name("wghook-outbox".into())
@@ -143,6 +143,7 @@ impl Delivery {
                     .given_up
                     .store(db.given_up_count(&hook.name)?, Ordering::Relaxed);
                 let (tx, rx) = mpsc::unbounded_channel();
+                let (ack_tx, ack_rx) = mpsc::unbounded_channel();
                 let worker = Worker {
                     stats: Arc::clone(&stats),
                     metrics: metrics.clone(),
@@ -152,8 +153,10 @@ impl Delivery {
                     queue,
                     outcomes: out_tx.clone(),
                     shutdown_timeout: settings.shutdown_timeout,
+                    ack_tx: ack_tx.clone(),
+                    awaiting: 0,
                 };
-                tasks.spawn(worker.run(rx));
+                tasks.spawn(worker.run(rx, ack_rx));
                 hooks.push(Hook {
                     name: hook.name,
                     events: hook.events,
@@ -312,9 +315,15 @@ fn schedule(retry: &RetrySettings) -> Schedule {
     }
 }
 
+/// An outcome for the writer, and where to confirm it once it is durable.
+struct Record {
+    outcome: Outcome,
+    ack: Option<mpsc::UnboundedSender<i64>>,
+}
+
 /// The writer thread: records outcomes, as many per transaction as are
-/// waiting, until every sender is gone.
-fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Outcome>) {
+/// waiting (group commit), then confirms them, until every sender is gone.
+fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Record>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -323,10 +332,18 @@ fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Outcome>)
                 Err(_) => break,
             }
         }
-        if let Err(e) = lock(store).record(&batch) {
+        let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
+        if let Err(e) = lock(store).record(&outcomes) {
             // The deliveries stay pending in the file: at worst they are
             // sent again after a restart (receivers dedupe on webhook-id).
             tracing::error!(error = %e, outcomes = batch.len(), "cannot record delivery outcomes");
+        }
+        for r in batch {
+            if let (Some(ack), Outcome::Delivered { seq, .. } | Outcome::GaveUp { seq, .. }) =
+                (r.ack, r.outcome)
+            {
+                let _ = ack.send(seq);
+            }
         }
     }
 }
@@ -339,23 +356,36 @@ struct Worker {
     schedule: Schedule,
     max_in_flight: usize,
     queue: Queue,
-    outcomes: std::sync::mpsc::Sender<Outcome>,
+    outcomes: std::sync::mpsc::Sender<Record>,
     shutdown_timeout: Duration,
+    /// Settled deliveries keep their place (and hold back their peer) until
+    /// the writer confirms the outcome is on disk: a crash in between can
+    /// only re-send what was in flight.
+    ack_tx: mpsc::UnboundedSender<i64>,
+    awaiting: usize,
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut acks: mpsc::UnboundedReceiver<i64>,
+    ) {
         let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
         let mut disabled = false;
         let mut draining = false;
         loop {
             self.publish_stats();
-            if draining && (self.queue.is_empty() || disabled) && in_flight.is_empty() {
+            if draining
+                && (self.queue.is_empty() || disabled)
+                && in_flight.is_empty()
+                && self.awaiting == 0
+            {
                 return;
             }
             if !disabled {
                 let now_ms = Utc::now().timestamp_millis();
-                while in_flight.len() < self.max_in_flight {
+                while in_flight.len() + self.awaiting < self.max_in_flight {
                     let Some(item) = self.queue.take_due(now_ms) else {
                         break;
                     };
@@ -366,7 +396,7 @@ impl Worker {
                     });
                 }
             }
-            let wake = (!disabled && in_flight.len() < self.max_in_flight)
+            let wake = (!disabled && in_flight.len() + self.awaiting < self.max_in_flight)
                 .then(|| self.queue.next_due())
                 .flatten()
                 .map(|at| {
@@ -389,6 +419,7 @@ impl Worker {
                         disabled |= self.settle(seq, attempt);
                     }
                 }
+                Some(seq) = acks.recv() => self.confirmed(seq),
                 _ = sleep_opt(wake) => {}
             }
         }
@@ -397,6 +428,12 @@ impl Worker {
             while let Some(done) = in_flight.join_next().await {
                 if let Ok((seq, attempt)) = done {
                     self.settle(seq, attempt);
+                }
+            }
+            while self.awaiting > 0 {
+                match acks.recv().await {
+                    Some(seq) => self.confirmed(seq),
+                    None => break,
                 }
             }
         })
@@ -409,6 +446,12 @@ impl Worker {
             );
             in_flight.abort_all();
         }
+    }
+
+    /// The writer has made a delivered or given-up outcome durable.
+    fn confirmed(&mut self, seq: i64) {
+        self.awaiting = self.awaiting.saturating_sub(1);
+        self.queue.remove(seq);
     }
 
     fn publish_stats(&self) {
@@ -437,8 +480,7 @@ impl Worker {
         let elapsed_ms = attempt.elapsed.as_millis() as u64;
         let attempts = item.attempts + 1;
         let now = Utc::now();
-        let give_up = |queue: &mut Queue, why: &str| {
-            queue.remove(seq);
+        let give_up = |why: &str| {
             tracing::error!(
                 webhook = %webhook, event_id = %event_id, event = %event, attempts,
                 reason = %reason, "giving up on the event ({why}); `wghook outbox retry` re-sends it"
@@ -454,14 +496,13 @@ impl Worker {
         let mut disable = false;
         let outcome = match decision {
             Decision::Delivered => {
-                self.queue.remove(seq);
                 tracing::debug!(webhook = %webhook, event_id = %event_id, event = %event, status = %reason, elapsed_ms, "delivered");
                 Outcome::Delivered {
                     seq,
                     webhook: webhook.clone(),
                 }
             }
-            Decision::GiveUp => give_up(&mut self.queue, "the receiver rejected it"),
+            Decision::GiveUp => give_up("the receiver rejected it"),
             Decision::Retry { retry_after } => {
                 let unit: f64 = rand::random();
                 match self
@@ -484,7 +525,7 @@ impl Worker {
                             last_error: reason.clone(),
                         }
                     }
-                    None => give_up(&mut self.queue, "older than max_event_age"),
+                    None => give_up("older than max_event_age"),
                 }
             }
             Decision::Disable => {
@@ -517,7 +558,21 @@ impl Worker {
         if let Some(metrics) = &self.metrics {
             metrics.delivery(&webhook, label);
         }
-        let _ = self.outcomes.send(outcome);
+        let ack = matches!(outcome, Outcome::Delivered { .. } | Outcome::GaveUp { .. });
+        let record = Record {
+            outcome,
+            ack: ack.then(|| self.ack_tx.clone()),
+        };
+        if ack {
+            self.awaiting += 1;
+        }
+        if let Err(lost) = self.outcomes.send(record) {
+            // The writer is gone (only at shutdown): the delivery stays
+            // pending on disk and goes again after the next start.
+            if lost.0.ack.is_some() {
+                self.confirmed(seq);
+            }
+        }
         disable
     }
 }
