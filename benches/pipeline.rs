@@ -40,10 +40,19 @@ fn snapshot() -> Snapshot {
                     let i = n * per + j;
                     Peer {
                         public_key: key(i),
-                        endpoint: Some(format!("198.51.{}.{}:51820", (i / 250) % 250, i % 250).parse().unwrap()),
-                        allowed_ips: vec![format!("10.{}.{}.{}/32", i >> 16 & 255, i >> 8 & 255, i & 255)
-                            .parse::<IpNet>()
-                            .unwrap()],
+                        endpoint: Some(
+                            format!("198.51.{}.{}:51820", (i / 250) % 250, i % 250)
+                                .parse()
+                                .unwrap(),
+                        ),
+                        allowed_ips: vec![format!(
+                            "10.{}.{}.{}/32",
+                            i >> 16 & 255,
+                            i >> 8 & 255,
+                            i & 255
+                        )
+                        .parse::<IpNet>()
+                        .unwrap()],
                         persistent_keepalive: 25,
                         has_preshared_key: false,
                         last_handshake: i.is_multiple_of(2).then(|| now() - TimeDelta::seconds(30)),
@@ -117,9 +126,7 @@ fn bench_tracker(c: &mut Criterion) {
 fn bench_uapi(c: &mut Criterion) {
     let reply = uapi_parse::generate_wireguard_go_reply(10_000);
     c.bench_function("uapi_parse_10k_peers", |b| {
-        b.iter(|| {
-            black_box(uapi_parse::parse_interface("wg0", reply.as_bytes(), now()).unwrap())
-        })
+        b.iter(|| black_box(uapi_parse::parse_interface("wg0", reply.as_bytes(), now()).unwrap()))
     });
 }
 
@@ -143,5 +150,84 @@ fn bench_render(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_tracker, bench_uapi, bench_render);
+/// The outbox: a first start saving 100,000 peers' state, and a poll
+/// committing 1,000 events (with their state changes) for one webhook.
+fn bench_outbox(c: &mut Criterion) {
+    use wghook::delivery::outbox::Store;
+    let base = snapshot();
+    let settings = settings();
+    let first = tracker::track_changes(None, &base, now(), &settings);
+    let mut group = c.benchmark_group("outbox");
+    group.sample_size(10);
+    group.bench_function("first_start_save_100k_peers", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path()).unwrap();
+                (dir, store)
+            },
+            |(dir, mut store)| {
+                store
+                    .commit_poll(&[], &[], &first.state, &first.changes, now(), 100_000)
+                    .unwrap();
+                (dir, store)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // 1,000 peers connect: 1,000 events and 1,000 changed peer rows.
+    let mut next = base.clone();
+    for p in next.interfaces[0]
+        .peers
+        .iter_mut()
+        .skip(1)
+        .step_by(2)
+        .take(1000)
+    {
+        p.last_handshake = Some(now());
+    }
+    let later = now() + TimeDelta::seconds(1);
+    let poll = tracker::track_changes(Some(first.state.clone()), &next, later, &settings);
+    assert_eq!(poll.events.len(), 1000);
+    let routes: Vec<Vec<String>> = poll
+        .events
+        .iter()
+        .map(|_| vec!["default".to_string()])
+        .collect();
+    group.bench_function("commit_1000_events", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let mut store = Store::open(dir.path()).unwrap();
+                store
+                    .commit_poll(&[], &[], &first.state, &first.changes, now(), 100_000)
+                    .unwrap();
+                (dir, store)
+            },
+            |(dir, mut store)| {
+                store
+                    .commit_poll(
+                        &poll.events,
+                        &routes,
+                        &poll.state,
+                        &poll.changes,
+                        later,
+                        100_000,
+                    )
+                    .unwrap();
+                (dir, store)
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_tracker,
+    bench_uapi,
+    bench_render,
+    bench_outbox
+);
 criterion_main!(benches);
