@@ -35,7 +35,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Starts wghook watching `ifname` only, with announce_on_start: all.
+    /// Starts wghook watching `ifname` only, with announce_on_start: all and
+    /// the default `backend: auto` (no kernel module here: it must carry on
+    /// with the userspace interfaces).
     fn start(receiver: &Receiver, ifname: &str, connect_threshold: Duration) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let config = dir.path().join("wghook.yaml");
@@ -44,7 +46,7 @@ impl Daemon {
             format!(
                 "webhook:\n  url: {url}\n  secret: \"Bearer e2e\"\n  timeout: 5s\n\
                  monitor:\n  interval: {interval}ms\n  connect_threshold: {threshold}s\n  \
-                 backend: userspace\n  interfaces: [{ifname}]\n  announce_on_start: all\n  \
+                 backend: auto\n  interfaces: [{ifname}]\n  announce_on_start: all\n  \
                  host: e2e-host\n  state_dir: {state}\n",
                 url = receiver.url,
                 interval = INTERVAL.as_millis(),
