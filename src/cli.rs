@@ -62,6 +62,20 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
+    /// Send a sample event through each webhook exactly as a real one would go
+    /// (format, headers, auth, signature); print status, latency and the start
+    /// of each answer. Exits 1 if any webhook failed.
+    Test {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this webhook (by name; `default` for a `webhook:` section).
+        #[arg(long, value_name = "NAME")]
+        webhook: Option<String>,
+        /// The sample event to send.
+        #[arg(long, value_name = "EVENT", default_value = "peer.connect",
+              value_parser = clap::builder::PossibleValuesParser::new(config::EVENT_NAMES))]
+        event: String,
+    },
     /// Print a shell completion script (e.g. `wghook completions bash >
     /// /usr/share/bash-completion/completions/wghook`).
     Completions {
@@ -149,6 +163,16 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             };
             outbox(&cfg, json, action)
+        }
+        Command::Test {
+            config,
+            webhook,
+            event,
+        } => {
+            let Some(cfg) = load(&config)? else {
+                return Ok(ExitCode::from(2));
+            };
+            test_webhooks(&cfg, webhook.as_deref(), &event).await
         }
         Command::Completions { shell } => {
             // Generated into memory first: clap_complete panics on a write
@@ -443,6 +467,99 @@ fn age(secs: i64) -> String {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
         s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `wghook test`: one sample event through each selected webhook, sent as
+/// the daemon would (no outbox, no retries). Exit 1 if any was not delivered,
+/// 2 if there is nothing to test.
+async fn test_webhooks(cfg: &Config, only: Option<&str>, event: &str) -> anyhow::Result<ExitCode> {
+    use crate::delivery::http::{AttemptResult, HttpSender};
+    use crate::event::template;
+
+    let hooks: Vec<&config::Webhook> = cfg
+        .webhooks
+        .iter()
+        .filter(|h| only.is_none_or(|name| h.name == name))
+        .collect();
+    if hooks.is_empty() {
+        let names: Vec<&str> = cfg.webhooks.iter().map(|h| h.name.as_str()).collect();
+        match only {
+            Some(name) if !names.is_empty() => eprintln!(
+                "error: no webhook named {name:?} in {} (configured: {})",
+                cfg.path.display(),
+                names.join(", ")
+            ),
+            _ => eprintln!("error: no webhook is configured in {}", cfg.path.display()),
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let mut ctx = daemon::render_context(cfg);
+    let sample_key = crate::model::PublicKey::from_base64(template::SAMPLE_PEER_KEY)?;
+    ctx.peer_labels
+        .entry(sample_key)
+        .or_insert_with(template::sample_label);
+    let host = daemon::host_name(cfg);
+    let mut failed = 0usize;
+    for hook in &hooks {
+        let sample = template::sample_event(event, &host, Utc::now())
+            .ok_or_else(|| anyhow::anyhow!("unknown event {event:?}"))?;
+        let sender = HttpSender::new(hook, ctx.clone())?;
+        let mut title = hook.name.clone();
+        if let Some(d) = sender.description() {
+            title.push_str(&format!(" ({d})"));
+        }
+        if !config::event_matches(&hook.events, event) {
+            println!("{title}: note: its events filter does not take {event}; sending anyway");
+        }
+        let target = match sender.prepare(&sample) {
+            // Scheme, host and port only: paths and queries may hold tokens.
+            Ok(p) => format!("{} {}", p.method, p.url.origin().ascii_serialization()),
+            Err(_) => String::new(),
+        };
+        let attempt = sender.send(&sample, Utc::now()).await;
+        let ms = attempt.elapsed.as_millis();
+        match &attempt.result {
+            AttemptResult::Status { code, body, .. } => {
+                let verdict = if attempt.delivered() { "ok" } else { "FAILED" };
+                println!(
+                    "{title}: {verdict}: {target} -> HTTP {code} in {ms} ms: {}",
+                    first_bytes(body)
+                );
+            }
+            AttemptResult::Failed(reason) => {
+                println!("{title}: FAILED: {target} after {ms} ms: {reason}");
+            }
+        }
+        if !attempt.delivered() {
+            failed += 1;
+        }
+    }
+    println!(
+        "{} webhook{} tested with a sample {event}, {failed} failed",
+        hooks.len(),
+        if hooks.len() == 1 { "" } else { "s" }
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The first 200 characters of an answer, on one line.
+fn first_bytes(body: &str) -> String {
+    if body.trim().is_empty() {
+        return "(empty answer)".into();
+    }
+    let line: String = body
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None => line,
     }
 }
 

@@ -17,9 +17,16 @@
 //! - A webhook secret is held in a [`Secret`], whose `Debug` and `Display`
 //!   print `<redacted>`, and no error message ever quotes a secret's value.
 //! - [`parse_str`] touches nothing but its arguments and the environment;
-//!   [`load`] additionally reads the file and checks that the files it names
-//!   (`monitor.scenario`) exist.
+//!   [`load`] additionally reads the file, checks that the files it names
+//!   (`monitor.scenario`) exist, and reads the peer names of the wg-quick
+//!   files `monitor.names_from` names into [`Config::peers`] (entries of the
+//!   `peers:` map keep their own name; see [`crate::names`]).
 //! - Relative paths in the file are taken relative to the file's directory.
+//! - Secret files (`secret_file`, `bearer_file`, `password_file`,
+//!   `client_secret_file`, `signing_secret_file`) are read by [`parse_str`]
+//!   as well as [`load`]: the configuration cannot exist without them.
+//! - Webhook templates (`body`, `headers`, a templated `url`) are compiled
+//!   here, once, and must render for a sample of every event kind.
 
 use std::collections::HashMap;
 use std::env::VarError;
@@ -31,6 +38,8 @@ use chrono::TimeDelta;
 use serde_saphyr::granit_parser::{Event, Options, Parser, ScalarStyle};
 
 use crate::backend::InterfaceFilter;
+use crate::delivery::signing::SigningKey;
+use crate::event::template::{Mode, Template};
 use crate::event::PeerLabel;
 use crate::model::PublicKey;
 use crate::tracker::{Announce, Settings};
@@ -59,6 +68,11 @@ pub const DEFAULT_UAPI_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_UAPI_DIRS: [&str; 2] = ["/var/run/wireguard", "/run/wireguard"];
 /// Longest duration accepted anywhere: keeps timer arithmetic far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Default time between two rounds of ping checks (wg-portal's).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest interval between ping rounds: each round waits up to a second
+/// for answers.
+pub const MIN_PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Upper bound on tree nodes, so aliases of aliases cannot exhaust memory.
 const MAX_NODES: usize = 100_000;
@@ -74,8 +88,12 @@ pub struct Config {
     pub monitor: Monitor,
     /// Where events are sent; empty means events are only logged.
     pub webhooks: Vec<Webhook>,
-    /// Names for peers, by public key (`peers:`).
+    /// Names for peers, by public key (`peers:`, completed by the wg-quick
+    /// files of `monitor.names_from` when read with [`load`]).
     pub peers: HashMap<PublicKey, PeerLabel>,
+    /// Where ping checks send their echo requests instead of the peer's first
+    /// allowed IP (`peers.KEY.ping_address`).
+    pub ping_addresses: HashMap<PublicKey, std::net::IpAddr>,
     /// The outbox and its retries (`delivery:`).
     pub delivery: DeliverySettings,
     /// Prometheus metrics (`metrics:`).
@@ -233,6 +251,14 @@ pub struct Monitor {
     /// Where the outbox database (events, delivery progress, tracker state)
     /// lives: `$STATE_DIRECTORY` under systemd, else `/var/lib/wghook`.
     pub state_dir: PathBuf,
+    /// wg-quick files (glob patterns allowed) whose `# Name = ...` comments
+    /// name peers; relative to the configuration file's directory.
+    pub names_from: Vec<PathBuf>,
+    /// Ping every peer each `ping_interval`; a peer that answers counts as
+    /// connected even without a recent handshake (as in wg-portal).
+    pub ping_checks: bool,
+    /// Time between two rounds of ping checks.
+    pub ping_interval: Duration,
 }
 
 impl Default for Monitor {
@@ -251,6 +277,9 @@ impl Default for Monitor {
             uapi_timeout: DEFAULT_UAPI_TIMEOUT,
             host: None,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            names_from: Vec::new(),
+            ping_checks: false,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 }
@@ -299,6 +328,81 @@ pub struct Webhook {
     pub retry: RetrySettings,
     /// Requests in flight at once (`delivery.max_in_flight` unless overridden).
     pub max_in_flight: usize,
+    /// The body format when no `body` template is given.
+    pub format: Format,
+    /// wg-portal formats: add `ChangedFields` to `update` bodies.
+    pub extended: bool,
+    /// A template that replaces the format (`body:`).
+    pub body: Option<Template>,
+    /// `POST` (default) or `GET` (still with the body, as Defguard sends).
+    pub method: HttpMethod,
+    /// Free text shown by `wghook test`.
+    pub description: Option<String>,
+    /// Extra headers, in file order; values are templates (they may hold
+    /// secrets: [`Template`]'s `Debug` never shows them).
+    pub headers: Vec<(String, Template)>,
+    /// Set when `url` is a template: each event's URL is rendered from it
+    /// (then [`Webhook::url`] is the URL of a sample `peer.connect`, for display).
+    pub url_template: Option<Template>,
+    /// Authentication other than a verbatim `secret` (`auth:`); never both.
+    pub auth: Option<Auth>,
+    /// Standard Webhooks keys (`signing_secret`); several while rotating.
+    pub signing_secrets: Vec<SigningKey>,
+}
+
+/// The body format of a webhook (`format:`), see `wire-format.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Format {
+    /// wg-portal's webhook bodies (the default).
+    #[default]
+    WgPortal,
+    /// wg-portal 2.1's: connect/disconnect as entity `peer_metric`.
+    WgPortalV2,
+    /// Standard Webhooks: `{"type", "timestamp", "data"}`.
+    Standard,
+}
+
+/// The HTTP method of a webhook (`method:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HttpMethod {
+    #[default]
+    Post,
+    /// GET with the body, as Defguard's webhooks do.
+    Get,
+}
+
+/// How a webhook authenticates (`auth:`), besides a verbatim `secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(Secret),
+    /// `Authorization: Basic base64(username:password)`.
+    Basic { username: String, password: Secret },
+    /// An OAuth 2.0 client-credentials token, cached until shortly before
+    /// it expires.
+    OAuth2(OAuth2),
+}
+
+/// `auth.oauth2`: where and how to get a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub token_url: reqwest::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Space-separated scopes; sent only when set.
+    pub scope: Option<String>,
+    /// How the client authenticates to the token endpoint.
+    pub client_auth: ClientAuth,
+}
+
+/// How client id and secret reach the token endpoint (`auth.oauth2.client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`, which every server must accept).
+    #[default]
+    Basic,
+    /// In the form body (`client_secret_post`).
+    Body,
 }
 
 /// A value that must never be printed: `Debug` and `Display` show `<redacted>`.
@@ -443,6 +547,7 @@ fn compile_text(
         env,
         check_files,
         errors: Vec::new(),
+        file_names: HashMap::new(),
     };
     let config = compiler.config(root.as_ref());
     let mut errors = compiler.errors;
@@ -450,7 +555,11 @@ fn compile_text(
         Some(config) if errors.is_empty() => Ok(config),
         _ => {
             // Stable: errors on one line keep the order they were found in.
-            errors.sort_by_key(|e| e.line);
+            // The configuration file's come first, then those of the files
+            // it names (wg-quick files of `monitor.names_from`).
+            errors.sort_by(|a, b| {
+                (a.file != path, &a.file, a.line).cmp(&(b.file != path, &b.file, b.line))
+            });
             Err(ConfigErrors(errors))
         }
     }
@@ -655,6 +764,37 @@ const WEBHOOK_KEYS: &[&str] = &[
     "events",
     "retry",
     "max_in_flight",
+    "description",
+    "format",
+    "extended",
+    "body",
+    "method",
+    "headers",
+    "auth",
+    "signing_secret",
+    "secret_file",
+    "authentication_file",
+    "signing_secret_file",
+];
+const AUTH_KEYS: &[&str] = &["bearer", "bearer_file", "basic", "oauth2"];
+const BASIC_KEYS: &[&str] = &["username", "password", "password_file"];
+const OAUTH2_KEYS: &[&str] = &[
+    "token_url",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "scope",
+    "client_auth",
+];
+/// Headers wghook sets itself: a `headers` entry may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-length",
+    "host",
+    "transfer-encoding",
 ];
 const DELIVERY_KEYS: &[&str] = &[
     "max_pending_events",
@@ -677,8 +817,11 @@ const MONITOR_KEYS: &[&str] = &[
     "uapi_timeout",
     "host",
     "state_dir",
+    "names_from",
+    "ping_checks",
+    "ping_interval",
 ];
-const PEER_KEYS: &[&str] = &["name", "user"];
+const PEER_KEYS: &[&str] = &["name", "user", "labels", "ping_address"];
 
 /// One key of a mapping.
 struct Entry<'n> {
@@ -738,6 +881,8 @@ struct Compiler<'a> {
     env: EnvLookup<'a>,
     check_files: bool,
     errors: Vec<ConfigError>,
+    /// Peer names read from `monitor.names_from` (only when `check_files`).
+    file_names: HashMap<PublicKey, String>,
 }
 
 impl Compiler<'_> {
@@ -770,7 +915,14 @@ impl Compiler<'_> {
         let delivery = self.delivery(top.get("delivery"), top.key_line("delivery"));
         let webhooks = self.webhooks(&top, &delivery);
         let monitor = self.monitor(top.get("monitor"), top.key_line("monitor"));
-        let peers = self.peers(top.get("peers"), top.key_line("peers"));
+        let (mut peers, ping_addresses) = self.peers(top.get("peers"), top.key_line("peers"));
+        // The `peers:` map wins: a file's name only fills an empty name.
+        for (key, name) in std::mem::take(&mut self.file_names) {
+            let label = peers.entry(key).or_default();
+            if label.name.is_empty() {
+                label.name = name;
+            }
+        }
         let metrics = self.metrics(top.get("metrics"), top.key_line("metrics"));
         let log = self.log(top.get("log"), top.key_line("log"));
         Some(Config {
@@ -778,6 +930,7 @@ impl Compiler<'_> {
             monitor,
             webhooks,
             peers,
+            ping_addresses,
             delivery,
             metrics,
             log,
@@ -1117,7 +1270,7 @@ impl Compiler<'_> {
         ok &= name.is_some();
 
         let url = match m.get("url") {
-            Some(node) => self.url(node, &m.child("url")),
+            Some(node) => self.webhook_url(node, &m.child("url")),
             None => {
                 self.error(
                     m.key_line("url"),
@@ -1129,13 +1282,9 @@ impl Compiler<'_> {
         };
         ok &= url.is_some();
 
-        let mut secret = None;
-        if let Some((node, key)) = self.aliased(&m, "secret", "authentication") {
-            match self.secret(node, &key) {
-                Some(s) => secret = s,
-                None => ok = false,
-            }
-        }
+        let secret = self.secret_entry(&m, "secret", Some("authentication"), true);
+        ok &= secret.is_some();
+        let secret = secret.flatten();
 
         let timeout = match m.get("timeout") {
             Some(node) => {
@@ -1162,14 +1311,18 @@ impl Compiler<'_> {
         };
         ok &= max_in_flight.is_some();
 
-        match (name, url, timeout, events, retry, max_in_flight) {
+        let extras = self.webhook_extras(&m, secret.is_some());
+        ok &= extras.is_some();
+
+        match (name, url, timeout, events, retry, max_in_flight, extras) {
             (
                 Some(name),
-                Some(url),
+                Some((url, url_template)),
                 Some(timeout),
                 Some(events),
                 Some(retry),
                 Some(max_in_flight),
+                Some(extras),
             ) if ok => {
                 let hook = Webhook {
                     name,
@@ -1179,11 +1332,493 @@ impl Compiler<'_> {
                     events,
                     retry,
                     max_in_flight,
+                    format: extras.format,
+                    extended: extras.extended,
+                    body: extras.body,
+                    method: extras.method,
+                    description: extras.description,
+                    headers: extras.headers,
+                    url_template,
+                    auth: extras.auth,
+                    signing_secrets: extras.signing_secrets,
                 };
                 Some((hook, m.key_line("name")))
             }
             _ => None,
         }
+    }
+
+    /// The keys of issue 5 (formats, templates, auth, signing), all read so
+    /// that every error is reported. `has_secret`: a verbatim secret is set.
+    fn webhook_extras(&mut self, m: &MapView<'_>, has_secret: bool) -> Option<WebhookExtras> {
+        let mut ok = true;
+        let mut out = WebhookExtras::default();
+
+        if let Some(node) = m.get("format") {
+            let choices = [
+                ("wg-portal", Format::WgPortal),
+                ("wg-portal-v2", Format::WgPortalV2),
+                ("standard", Format::Standard),
+            ];
+            match self.choice(node, &m.child("format"), &choices) {
+                Some(f) => out.format = f,
+                None => ok = false,
+            }
+            if m.get("body").is_some() {
+                let message = format!(
+                    "both format and body (line {}) are set; body replaces the format, keep one",
+                    m.key_line("body")
+                );
+                self.error(node.line, &m.child("format"), message);
+                ok = false;
+            }
+        }
+        if let Some(node) = m.get("extended") {
+            match self.boolean(node, &m.child("extended")) {
+                Some(b) => out.extended = b,
+                None => ok = false,
+            }
+            if out.extended && (out.format == Format::Standard || m.get("body").is_some()) {
+                let message = "only used with format wg-portal or wg-portal-v2 (remove it)";
+                self.error(node.line, &m.child("extended"), message);
+                ok = false;
+            }
+        }
+        if let Some(node) = m.get("method") {
+            let key = m.child("method");
+            match self
+                .string(node, &key)
+                .map(|t| t.trim().to_ascii_uppercase())
+            {
+                Some(t) if t == "POST" => out.method = HttpMethod::Post,
+                Some(t) if t == "GET" => out.method = HttpMethod::Get,
+                Some(t) => {
+                    self.error(
+                        node.line,
+                        &key,
+                        format!("invalid value {t:?} (use POST or GET)"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(node) = m.get("description") {
+            match self.string(node, &m.child("description")) {
+                Some(text) => {
+                    out.description = Some(text.trim().to_string()).filter(|t| !t.is_empty())
+                }
+                None => ok = false,
+            }
+        }
+
+        let mut json_body = true;
+        if let Some(node) = m.get("headers") {
+            match self.headers(node, &m.child("headers"), m.key_line("headers")) {
+                Some((headers, json)) => {
+                    out.headers = headers;
+                    json_body = json;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(node) = m.get("body") {
+            let mode = if json_body { Mode::Json } else { Mode::Text };
+            match self.template(node, &m.child("body"), mode, |out| {
+                if mode != Mode::Json {
+                    return Ok(());
+                }
+                serde_json::from_str::<serde::de::IgnoredAny>(out)
+                    .map(|_| ())
+                    .map_err(|e| {
+                        format!(
+                            "the body is not valid JSON ({e}); quote text fields (\"{{{{ peer.name }}}}\"), \
+                             use |tojson for lists, or set a Content-Type header that is not JSON"
+                        )
+                    })
+            }) {
+                Some(t) => out.body = Some(t),
+                None => ok = false,
+            }
+        }
+
+        if let Some(node) = m.get("auth") {
+            if has_secret {
+                let key = if m.get("secret").is_some() {
+                    "secret"
+                } else {
+                    "authentication"
+                };
+                let message = format!(
+                    "both {key} (line {}) and auth are set; keep one",
+                    m.key_line(key)
+                );
+                self.error(m.key_line("auth"), &m.child("auth"), message);
+                ok = false;
+            }
+            match self.auth(node, &m.child("auth"), m.key_line("auth")) {
+                Some(auth) => out.auth = Some(auth),
+                None => ok = false,
+            }
+        }
+
+        for (key, from_file) in [("signing_secret", false), ("signing_secret_file", true)] {
+            let Some(node) = m.get(key) else { continue };
+            for (item, path) in one_or_many(node, &m.child(key)) {
+                let value = if from_file {
+                    self.secret_file(item, &path, false)
+                } else {
+                    self.text(item, &path, "a string or a list of strings")
+                        .map(|t| Some(Secret::new(t)))
+                };
+                let Some(Some(value)) = value else {
+                    ok = false;
+                    continue;
+                };
+                match SigningKey::parse(value.expose()) {
+                    Ok(k) => out.signing_secrets.push(k),
+                    Err(e) => {
+                        self.error(item.line, &path, e.to_string());
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A webhook URL; with `{{`/`{%` in it, a template rendered per event.
+    fn webhook_url(&mut self, node: &Node, path: &str) -> Option<(reqwest::Url, Option<Template>)> {
+        let is_template = matches!(&node.kind, Kind::Scalar { text, .. }
+            if text.contains("{{") || text.contains("{%"));
+        if !is_template {
+            return self.url(node, path).map(|url| (url, None));
+        }
+        let template = self.template(node, path, Mode::Url, |out| {
+            check_url(out.trim()).map(|_| ())
+        })?;
+        let sample = crate::event::template::sample_event(
+            "peer.connect",
+            "example-host",
+            chrono::Utc::now(),
+        )
+        .and_then(|e| {
+            template
+                .render(&e, &crate::event::template::sample_context())
+                .ok()
+        })
+        .and_then(|out| check_url(out.trim()).ok());
+        match sample {
+            Some(url) => Some((url, Some(template))),
+            None => {
+                self.error(
+                    node.line,
+                    path,
+                    "the URL template does not render a valid URL",
+                );
+                None
+            }
+        }
+    }
+
+    /// Compiles and checks a template (`${VAR}` substituted first);
+    /// `validate` judges each sample output.
+    fn template(
+        &mut self,
+        node: &Node,
+        path: &str,
+        mode: Mode,
+        validate: impl FnMut(&str) -> Result<(), String>,
+    ) -> Option<Template> {
+        let source = self.text(node, path, "a string (a template)")?;
+        let result = Template::compile(&source, mode).and_then(|t| t.check(validate).map(|()| t));
+        match result {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(node.line, path, format!("invalid template: {e}"));
+                None
+            }
+        }
+    }
+
+    /// `headers:`: name -> template. Also tells whether the body is JSON
+    /// (no Content-Type header, or one that says json).
+    fn headers(
+        &mut self,
+        node: &Node,
+        path: &str,
+        line: usize,
+    ) -> Option<(Vec<(String, Template)>, bool)> {
+        let m = self.map(Some(node), path, line, None)?;
+        let mut ok = true;
+        let mut out: Vec<(String, Template)> = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        let mut json = true;
+        for entry in &m.entries {
+            let key = format!("{path}.{:?}", entry.key);
+            let name = entry.key.trim().to_ascii_lowercase();
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                let message = "invalid header name (letters, digits and -, e.g. X-Event)";
+                self.error(entry.key_line, &key, message);
+                ok = false;
+                continue;
+            }
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                let message = if name == "authorization" {
+                    "set by wghook: use secret or auth for the Authorization header"
+                } else {
+                    "set by wghook; it cannot be replaced"
+                };
+                self.error(entry.key_line, &key, message);
+                ok = false;
+                continue;
+            }
+            if let Some(first) = seen.iter().find(|n| n.eq_ignore_ascii_case(&name)) {
+                let message = format!("the same header as {first:?} (header names ignore case)");
+                self.error(entry.key_line, &key, message);
+                ok = false;
+                continue;
+            }
+            seen.push(entry.key.trim().to_string());
+            if entry.value.is_null() {
+                self.error(
+                    entry.key_line,
+                    &key,
+                    "expected a value (a string or a template)",
+                );
+                ok = false;
+                continue;
+            }
+            let Some(template) = self.template(entry.value, &key, Mode::Text, |_| Ok(())) else {
+                ok = false;
+                continue;
+            };
+            if name == "content-type" {
+                if let Kind::Scalar { text, .. } = &entry.value.kind {
+                    json = text.to_ascii_lowercase().contains("json");
+                }
+            }
+            out.push((entry.key.trim().to_string(), template));
+        }
+        ok.then_some((out, json))
+    }
+
+    /// `auth:`: exactly one of bearer, basic, oauth2.
+    fn auth(&mut self, node: &Node, path: &str, line: usize) -> Option<Auth> {
+        let m = self.map(Some(node), path, line, Some(AUTH_KEYS))?;
+        let given: Vec<&str> = ["bearer", "basic", "oauth2"]
+            .into_iter()
+            .filter(|k| m.get(k).is_some() || (*k == "bearer" && m.get("bearer_file").is_some()))
+            .collect();
+        match given.as_slice() {
+            [] => {
+                let message = "give one of bearer (or bearer_file), basic or oauth2";
+                self.error(line, path, message);
+                None
+            }
+            ["bearer"] => {
+                let key = if m.get("bearer").is_some() {
+                    "bearer"
+                } else {
+                    "bearer_file"
+                };
+                match self.secret_entry(&m, "bearer", None, true)? {
+                    Some(token) if token.expose().starts_with("Bearer ") => {
+                        let message = "give the token alone: wghook adds \"Bearer \"";
+                        self.error(m.key_line(key), &m.child(key), message);
+                        None
+                    }
+                    Some(token) => Some(Auth::Bearer(token)),
+                    None => {
+                        self.error(m.key_line(key), &m.child(key), "must not be empty");
+                        None
+                    }
+                }
+            }
+            ["basic"] => self.basic(m.get("basic")?, &m.child("basic"), m.key_line("basic")),
+            [_] => self.oauth2(m.get("oauth2")?, &m.child("oauth2"), m.key_line("oauth2")),
+            [first, second, ..] => {
+                let message = format!(
+                    "both {first} (line {}) and {second} are set; give one",
+                    m.key_line(first)
+                );
+                self.error(m.key_line(second), &m.child(second), message);
+                None
+            }
+        }
+    }
+
+    fn basic(&mut self, node: &Node, path: &str, line: usize) -> Option<Auth> {
+        let m = self.map(Some(node), path, line, Some(BASIC_KEYS))?;
+        let username = match m.get("username") {
+            Some(node) => {
+                let key = m.child("username");
+                let name = self.string(node, &key)?;
+                if name.contains(':') {
+                    self.error(
+                        node.line,
+                        &key,
+                        "must not contain : (HTTP Basic separates user and password with it)",
+                    );
+                    return None;
+                }
+                Some(name)
+            }
+            None => {
+                self.error(line, &m.child("username"), "required");
+                None
+            }
+        };
+        let password = self.secret_entry(&m, "password", None, false);
+        let password = match password {
+            Some(Some(p)) => Some(p),
+            Some(None) => {
+                self.error(line, &m.child("password"), "required (or password_file)");
+                None
+            }
+            None => None,
+        };
+        Some(Auth::Basic {
+            username: username?,
+            password: password?,
+        })
+    }
+
+    fn oauth2(&mut self, node: &Node, path: &str, line: usize) -> Option<Auth> {
+        let m = self.map(Some(node), path, line, Some(OAUTH2_KEYS))?;
+        let mut ok = true;
+        let token_url = match m.get("token_url") {
+            Some(node) => self.url(node, &m.child("token_url")),
+            None => {
+                self.error(
+                    line,
+                    &m.child("token_url"),
+                    "required (the token endpoint's URL)",
+                );
+                None
+            }
+        };
+        ok &= token_url.is_some();
+        let client_id = match m.get("client_id") {
+            Some(node) => self.string(node, &m.child("client_id")),
+            None => {
+                self.error(line, &m.child("client_id"), "required");
+                None
+            }
+        };
+        ok &= client_id.is_some();
+        let client_secret = match self.secret_entry(&m, "client_secret", None, false) {
+            Some(Some(s)) => Some(s),
+            Some(None) => {
+                self.error(
+                    line,
+                    &m.child("client_secret"),
+                    "required (or client_secret_file)",
+                );
+                None
+            }
+            None => None,
+        };
+        ok &= client_secret.is_some();
+        let scope = match m.get("scope") {
+            Some(node) => self
+                .string(node, &m.child("scope"))
+                .map(|s| Some(s.trim().to_string()).filter(|s| !s.is_empty())),
+            None => Some(None),
+        };
+        ok &= scope.is_some();
+        let client_auth = match m.get("client_auth") {
+            Some(node) => self.choice(
+                node,
+                &m.child("client_auth"),
+                &[("basic", ClientAuth::Basic), ("body", ClientAuth::Body)],
+            ),
+            None => Some(ClientAuth::Basic),
+        };
+        ok &= client_auth.is_some();
+        if !ok {
+            return None;
+        }
+        Some(Auth::OAuth2(OAuth2 {
+            token_url: token_url?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scope: scope?,
+            client_auth: client_auth?,
+        }))
+    }
+
+    /// A secret given as `key` (or `alias`) or read from `key_file` (or
+    /// `alias_file`). `Some(None)`: none given (or empty); `None`: an error
+    /// was recorded. `header`: the value is sent as a header as it is.
+    fn secret_entry(
+        &mut self,
+        m: &MapView<'_>,
+        key: &str,
+        alias: Option<&str>,
+        header: bool,
+    ) -> Option<Option<Secret>> {
+        let file_key = format!("{key}_file");
+        let value = match alias {
+            Some(alias) => self.aliased(m, key, alias),
+            None => m.get(key).map(|n| (n, m.child(key))),
+        };
+        let file = match alias {
+            Some(alias) => self.aliased(m, &file_key, &format!("{alias}_file")),
+            None => m.get(&file_key).map(|n| (n, m.child(&file_key))),
+        };
+        match (value, file) {
+            (Some((value, value_key)), Some((file, file_key))) => {
+                let message = format!(
+                    "both {} (line {}) and {} are set; keep one",
+                    value_key.rsplit('.').next().unwrap_or(&value_key),
+                    value.line,
+                    file_key.rsplit('.').next().unwrap_or(&file_key),
+                );
+                self.error(file.line, &file_key, message);
+                None
+            }
+            (Some((node, key)), None) if header => self.secret(node, &key),
+            (Some((node, key)), None) => {
+                let value = self.text(node, &key, "a string")?;
+                Some(Some(Secret::new(value)).filter(|s| !s.expose().is_empty()))
+            }
+            (None, Some((node, key))) => self.secret_file(node, &key, header),
+            (None, None) => Some(None),
+        }
+    }
+
+    /// Reads a secret file (relative to the configuration's directory); one
+    /// trailing line break is not part of the secret.
+    fn secret_file(&mut self, node: &Node, path: &str, header: bool) -> Option<Option<Secret>> {
+        let file = self.path(node, path)?;
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                let message = format!("cannot read secret file {}: {e}", file.display());
+                self.error(node.line, path, message);
+                return None;
+            }
+        };
+        let value = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if value.is_empty() {
+            let message = format!("secret file {} is empty", file.display());
+            self.error(node.line, path, message);
+            return None;
+        }
+        if header && reqwest::header::HeaderValue::from_str(value).is_err() {
+            let message = format!(
+                "secret file {} contains characters not allowed in an HTTP header \
+                 (line breaks or other control characters)",
+                file.display()
+            );
+            self.error(node.line, path, message);
+            return None;
+        }
+        Some(Some(Secret::new(value.to_string())))
     }
 
     fn webhook_name(&mut self, node: &Node, path: &str) -> Option<String> {
@@ -1446,6 +2081,26 @@ impl Compiler<'_> {
                 out.state_dir = dir;
             }
         }
+        if let Some(node) = m.get("ping_checks") {
+            if let Some(b) = self.boolean(node, &m.child("ping_checks")) {
+                out.ping_checks = b;
+            }
+        }
+        if let Some(node) = m.get("ping_interval") {
+            let key = m.child("ping_interval");
+            if let Some(d) = self.duration_at_least(node, &key, MIN_PING_INTERVAL) {
+                out.ping_interval = d;
+            }
+        }
+        if let Some(node) = m.get("names_from") {
+            let key = m.child("names_from");
+            if let Some(items) = self.list(Some(node), &key, Self::names_pattern) {
+                out.names_from = items.iter().map(|(p, _)| p.clone()).collect();
+                if self.check_files {
+                    self.load_names(&items, &key);
+                }
+            }
+        }
         if let Some(node) = m.get("host") {
             let key = m.child("host");
             if let Some(host) = self.string(node, &key) {
@@ -1458,6 +2113,56 @@ impl Compiler<'_> {
             }
         }
         out
+    }
+
+    /// One `monitor.names_from` item: a path or glob pattern, and its line.
+    fn names_pattern(&mut self, node: &Node, path: &str) -> Option<(PathBuf, usize)> {
+        let p = self.path(node, path)?;
+        let text = p.to_string_lossy();
+        if let Err(e) = glob::Pattern::new(&text) {
+            let message = format!(
+                "invalid pattern {text:?}: {} at position {} (use e.g. /etc/wireguard/*.conf)",
+                e.msg, e.pos
+            );
+            self.error(node.line, path, message);
+            return None;
+        }
+        Some((p, node.line))
+    }
+
+    /// Reads the peer names of the `names_from` files into `file_names`;
+    /// a literal file that cannot be read is an error at its item, a
+    /// malformed file an error at its own line (see [`crate::names`]).
+    fn load_names(&mut self, items: &[(PathBuf, usize)], key: &str) {
+        let patterns: Vec<PathBuf> = items.iter().map(|(p, _)| p.clone()).collect();
+        let loaded = crate::names::load(&patterns);
+        for warning in &loaded.warnings {
+            tracing::warn!(file = %self.file.display(), "{warning}");
+        }
+        for error in loaded.errors {
+            match error {
+                crate::names::NamesError::Unreadable {
+                    pattern,
+                    path,
+                    reason,
+                } => {
+                    let line = items.get(pattern).map_or(1, |(_, line)| *line);
+                    let message = format!("cannot read {}: {reason}", path.display());
+                    self.error(line, &format!("{key}[{pattern}]"), message);
+                }
+                crate::names::NamesError::Malformed {
+                    path,
+                    line,
+                    message,
+                } => self.errors.push(ConfigError {
+                    file: path,
+                    line: Some(line),
+                    key: String::new(),
+                    message: format!("{message} (in a wg-quick file of monitor.names_from)"),
+                }),
+            }
+        }
+        self.file_names = loaded.names;
     }
 
     /// `monitor.scenario`: required iff the backend is simulated (`backend`
@@ -1556,10 +2261,19 @@ impl Compiler<'_> {
 
     // --- peers ------------------------------------------------------------
 
-    fn peers(&mut self, node: Option<&Node>, line: usize) -> HashMap<PublicKey, PeerLabel> {
+    /// Labels and ping addresses by public key.
+    fn peers(
+        &mut self,
+        node: Option<&Node>,
+        line: usize,
+    ) -> (
+        HashMap<PublicKey, PeerLabel>,
+        HashMap<PublicKey, std::net::IpAddr>,
+    ) {
         let mut out = HashMap::new();
+        let mut ping_addresses = HashMap::new();
         let Some(m) = self.map(node, "peers", line, None) else {
-            return out;
+            return (out, ping_addresses);
         };
         let mut first_line: HashMap<PublicKey, usize> = HashMap::new();
         for entry in &m.entries {
@@ -1576,7 +2290,7 @@ impl Compiler<'_> {
                 }
             };
             let label = self.peer_label(entry.value, &path, entry.key_line);
-            let (Some(key), Some(label)) = (key, label) else {
+            let (Some(key), Some((label, ping_address))) = (key, label) else {
                 continue;
             };
             if let Some(first) = first_line.get(&key) {
@@ -1586,11 +2300,20 @@ impl Compiler<'_> {
             }
             first_line.insert(key, entry.key_line);
             out.insert(key, label);
+            if let Some(address) = ping_address {
+                ping_addresses.insert(key, address);
+            }
         }
-        out
+        (out, ping_addresses)
     }
 
-    fn peer_label(&mut self, node: &Node, path: &str, line: usize) -> Option<PeerLabel> {
+    /// One entry of `peers:`: its names and labels, and its ping address.
+    fn peer_label(
+        &mut self,
+        node: &Node,
+        path: &str,
+        line: usize,
+    ) -> Option<(PeerLabel, Option<std::net::IpAddr>)> {
         let m = self.map(Some(node), path, line, Some(PEER_KEYS))?;
         let mut label = PeerLabel::default();
         let mut ok = true;
@@ -1602,7 +2325,88 @@ impl Compiler<'_> {
                 }
             }
         }
-        ok.then_some(label)
+        if let Some(node) = m.get("labels") {
+            let key = m.child("labels");
+            match self.map(Some(node), &key, m.key_line("labels"), None) {
+                Some(labels) => {
+                    for entry in &labels.entries {
+                        let path = format!("{key}.{:?}", entry.key);
+                        let valid = !entry.key.is_empty()
+                            && entry
+                                .key
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                        if !valid {
+                            let message = "invalid label name (use letters, digits, _, - and .)";
+                            self.error(entry.key_line, &path, message);
+                            ok = false;
+                            continue;
+                        }
+                        match self.string(entry.value, &path) {
+                            Some(value) => {
+                                label.labels.insert(entry.key.clone(), value);
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        let mut ping_address = None;
+        if let Some(node) = m.get("ping_address") {
+            let key = m.child("ping_address");
+            match self.string(node, &key) {
+                Some(text) => match text.trim().parse::<std::net::IpAddr>() {
+                    Ok(address) => ping_address = Some(address),
+                    Err(_) => {
+                        let message =
+                            format!("invalid IP address {text:?} (use e.g. 10.8.0.2 or fd00::2)");
+                        self.error(node.line, &key, message);
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some((label, ping_address))
+    }
+}
+
+/// What [`Compiler::webhook_extras`] reads.
+#[derive(Default)]
+struct WebhookExtras {
+    format: Format,
+    extended: bool,
+    body: Option<Template>,
+    method: HttpMethod,
+    description: Option<String>,
+    headers: Vec<(String, Template)>,
+    auth: Option<Auth>,
+    signing_secrets: Vec<SigningKey>,
+}
+
+/// A value given alone or as a list: each item with its key path.
+fn one_or_many<'n>(node: &'n Node, path: &str) -> Vec<(&'n Node, String)> {
+    match &node.kind {
+        Kind::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (item, format!("{path}[{i}]")))
+            .collect(),
+        _ => vec![(node, path.to_string())],
+    }
+}
+
+/// An http or https URL, or why not (the message quotes only the scheme).
+fn check_url(text: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        Ok(url) => Err(format!(
+            "the URL's scheme {:?} is not http or https",
+            url.scheme()
+        )),
+        Err(e) => Err(format!("not a valid URL ({e})")),
     }
 }
 
@@ -1876,7 +2680,8 @@ mod tests {
             config.peers.get(&alice),
             Some(&PeerLabel {
                 name: "alice-laptop".into(),
-                user: "alice".into()
+                user: "alice".into(),
+                ..PeerLabel::default()
             })
         );
 
@@ -2000,8 +2805,114 @@ mod tests {
             (
                 "webhook:\n  url: https://x.example\n  retries: 3\n".into(),
                 vec![format!(
-                    "{f}:3: webhook.retries: unknown key (known keys: name, url, secret, authentication, timeout, events, retry, max_in_flight)"
+                    "{f}:3: webhook.retries: unknown key (known keys: name, url, secret, authentication, timeout, \
+                     events, retry, max_in_flight, description, format, extended, body, method, headers, auth, \
+                     signing_secret, secret_file, authentication_file, signing_secret_file)"
                 )],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  body: \"{{ peer.name \"\n".into(),
+                vec![format!(
+                    "{f}:3: webhook.body: invalid template: syntax error: unexpected end of input, \
+                     expected end of variable block (template line 1)"
+                )],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  body: '{\"text\": \"{{ peer.nmae }}\"}'\n".into(),
+                vec![format!(
+                    "{f}:3: webhook.body: invalid template: unknown field \"peer.nmae\" (peer has: name, user, \
+                     public_key, endpoint, allowed_ips, persistent_keepalive, has_preshared_key, last_handshake, \
+                     rx_bytes, tx_bytes, pingable, last_ping, created_at, updated_at, labels)"
+                )],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  body: '{\"text\": {{ peer.name }}}'\n".into(),
+                vec![format!(
+                    "{f}:3: webhook.body: invalid template: the body is not valid JSON (expected value at line 1 \
+                     column 10); quote text fields (\"{{{{ peer.name }}}}\"), use |tojson for lists, or set a \
+                     Content-Type header that is not JSON, for a sample peer.create event"
+                )],
+            ),
+            (
+                "webhook:\n  url: \"{{ host }}/hook\"\n  format: slack\n  method: PUT\n  extended: maybe\n".into(),
+                vec![
+                    format!(
+                        "{f}:2: webhook.url: invalid template: not a valid URL (relative URL without a base), \
+                         for a sample peer.create event"
+                    ),
+                    format!("{f}:3: webhook.format: invalid value \"slack\" (use wg-portal, wg-portal-v2 or standard)"),
+                    format!("{f}:4: webhook.method: invalid value \"PUT\" (use POST or GET)"),
+                    format!("{f}:5: webhook.extended: expected true or false, found \"maybe\""),
+                ],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  format: standard\n  extended: true\n  body: x\n".into(),
+                vec![
+                    format!("{f}:3: webhook.format: both format and body (line 5) are set; body replaces the format, keep one"),
+                    format!("{f}:4: webhook.extended: only used with format wg-portal or wg-portal-v2 (remove it)"),
+                    format!(
+                        "{f}:5: webhook.body: invalid template: the body is not valid JSON (expected value at line 1 \
+                         column 1); quote text fields (\"{{{{ peer.name }}}}\"), use |tojson for lists, or set a \
+                         Content-Type header that is not JSON, for a sample peer.create event"
+                    ),
+                ],
+            ),
+            (
+                "webhooks:\n  - name: a\n    url: https://x.example\n    secret: \"Bearer s3cr3t\"\n    auth: { bearer: s3cr3t }\n  \
+                 - name: b\n    url: https://x.example\n    auth: { bearer: s3cr3t, basic: { username: u, password: p } }\n  \
+                 - name: c\n    url: https://x.example\n    auth: { bearer: \"Bearer s3cr3t\" }\n  \
+                 - name: d\n    url: https://x.example\n    auth: { basic: { username: \"a:b\" } }\n  \
+                 - name: e\n    url: https://x.example\n    auth: { oauth2: { client_id: x, client_secret: s3cr3t, client_auth: jwt } }\n  \
+                 - name: f\n    url: https://x.example\n    auth: {}\n"
+                    .into(),
+                vec![
+                    format!("{f}:5: webhooks[0].auth: both secret (line 4) and auth are set; keep one"),
+                    format!("{f}:8: webhooks[1].auth.basic: both bearer (line 8) and basic are set; give one"),
+                    format!("{f}:11: webhooks[2].auth.bearer: give the token alone: wghook adds \"Bearer \""),
+                    format!(
+                        "{f}:14: webhooks[3].auth.basic.username: must not contain : \
+                         (HTTP Basic separates user and password with it)"
+                    ),
+                    format!("{f}:17: webhooks[4].auth.oauth2.token_url: required (the token endpoint's URL)"),
+                    format!("{f}:17: webhooks[4].auth.oauth2.client_auth: invalid value \"jwt\" (use basic or body)"),
+                    format!("{f}:20: webhooks[5].auth: give one of bearer (or bearer_file), basic or oauth2"),
+                ],
+            ),
+            (
+                "webhook:\n  url: https://x.example\n  signing_secret: [whsec_AAAA, s3cr3t, \"whsec_s3cr3t!\"]\n  \
+                 secret_file: /nonexistent/wghook-secret\n  headers:\n    Authorization: x\n    \"bad name\": x\n    \
+                 webhook-id: x\n    X-Ok: \"{{ nope }}\"\n    x-ok: y\n".into(),
+                vec![
+                    format!(
+                        "{f}:3: webhook.signing_secret[0]: the key is 3 bytes long; use 24 to 64 random bytes \
+                         (e.g. whsec_$(head -c 32 /dev/urandom | base64))"
+                    ),
+                    format!(
+                        "{f}:3: webhook.signing_secret[1]: must start with whsec_ (a Standard Webhooks secret: \
+                         whsec_ and base64 of 24 to 64 random bytes)"
+                    ),
+                    format!("{f}:3: webhook.signing_secret[2]: the part after whsec_ is not valid base64"),
+                    format!(
+                        "{f}:4: webhook.secret_file: cannot read secret file /nonexistent/wghook-secret: \
+                         No such file or directory (os error 2)"
+                    ),
+                    format!(
+                        "{f}:6: webhook.headers.\"Authorization\": set by wghook: use secret or auth for the \
+                         Authorization header"
+                    ),
+                    format!(
+                        "{f}:7: webhook.headers.\"bad name\": invalid header name (letters, digits and -, e.g. X-Event)"
+                    ),
+                    format!("{f}:8: webhook.headers.\"webhook-id\": set by wghook; it cannot be replaced"),
+                    format!(
+                        "{f}:9: webhook.headers.\"X-Ok\": invalid template: unknown field \"nope\" (known fields: \
+                         id, event, entity, kind, type, host, time, timestamp, sequence, identifier, changed, \
+                         interface, peer, session)"
+                    ),
+                    format!(
+                        "{f}:10: webhook.headers.\"x-ok\": the same header as \"X-Ok\" (header names ignore case)"
+                    ),
+                ],
             ),
             (
                 "webhook:\n  url: https://x.example\n  events: [peer.connect, peer.conect, interface.*]\n  max_in_flight: 0\n".into(),
@@ -2119,6 +3030,35 @@ mod tests {
                          use the 44-character base64 form `wg show` prints"
                     ),
                     format!("{f}:4: peers.\"{ALICE}\".nme: unknown key (did you mean name?)"),
+                ],
+            ),
+            (
+                format!(
+                    "peers:\n  \"{ALICE}\":\n    ping_address: 10.0.0.300\n    labels:\n      \"two words\": x\n      \
+                     team: [a]\n      site: berlin\n"
+                ),
+                vec![
+                    format!(
+                        "{f}:3: peers.\"{ALICE}\".ping_address: invalid IP address \"10.0.0.300\" \
+                         (use e.g. 10.8.0.2 or fd00::2)"
+                    ),
+                    format!(
+                        "{f}:5: peers.\"{ALICE}\".labels.\"two words\": invalid label name (use letters, digits, _, - and .)"
+                    ),
+                    format!("{f}:6: peers.\"{ALICE}\".labels.\"team\": expected a string, found a list"),
+                ],
+            ),
+            (
+                "monitor:\n  ping_checks: maybe\n  ping_interval: 500ms\n  names_from: [\"/etc/wireguard/[wg*.conf\", \"\"]\n"
+                    .into(),
+                vec![
+                    format!("{f}:2: monitor.ping_checks: expected true or false, found \"maybe\""),
+                    format!("{f}:3: monitor.ping_interval: must be at least 1s (got 500ms)"),
+                    format!(
+                        "{f}:4: monitor.names_from[0]: invalid pattern \"/etc/wireguard/[wg*.conf\": \
+                         invalid range pattern at position 15 (use e.g. /etc/wireguard/*.conf)"
+                    ),
+                    format!("{f}:4: monitor.names_from[1]: must not be empty"),
                 ],
             ),
             (
@@ -2294,11 +3234,285 @@ mod tests {
     }
 
     #[test]
+    fn every_webhook_key_of_formats_auth_and_templates_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+        std::fs::write(
+            dir.path().join("whsec"),
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\r\n",
+        )
+        .unwrap();
+        let lookup = |name: &str| match name {
+            "CREDENTIALS_DIRECTORY" => Ok(dir.path().display().to_string()),
+            _ => Err(VarError::NotPresent),
+        };
+        let text = "webhooks:\n\
+             \x20 - name: defguard\n    url: https://idm.example.com/hook\n    method: get\n    \
+             description: \" Defguard users \"\n    format: wg-portal-v2\n    extended: true\n    \
+             headers:\n      X-Defguard-Event: \"{{ entity }}_{{ event }}\"\n    \
+             auth: { bearer_file: \"${CREDENTIALS_DIRECTORY}/token\" }\n    \
+             signing_secret_file: whsec\n    \
+             signing_secret: [\"whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"]\n\
+             \x20 - name: cymmetri\n    url: \"https://idm.example.com/webhook/{{ entity }}/{{ event }}\"\n    \
+             format: standard\n    \
+             auth: { oauth2: { token_url: https://idp.example.com/token, client_id: wg, client_secret: s, scope: \"a b\", client_auth: body } }\n\
+             \x20 - name: ntfy\n    url: https://ntfy.sh/wg\n    headers: { Content-Type: text/plain }\n    \
+             body: \"{{ peer.name }} {{ event }}\"\n    auth: { basic: { username: u, password: p } }\n";
+        let config = compile_text(text, &dir.path().join("wghook.yaml"), &lookup, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let [defguard, cymmetri, ntfy] = &config.webhooks[..] else {
+            panic!("three webhooks expected")
+        };
+        assert_eq!(defguard.method, HttpMethod::Get);
+        assert_eq!(defguard.description.as_deref(), Some("Defguard users"));
+        assert_eq!(defguard.format, Format::WgPortalV2);
+        assert!(defguard.extended);
+        assert_eq!(defguard.headers.len(), 1);
+        assert_eq!(defguard.headers[0].0, "X-Defguard-Event");
+        assert_eq!(
+            defguard.auth,
+            Some(Auth::Bearer(Secret::new("t0ken".into()))),
+            "the trailing newline of the file is not part of the secret"
+        );
+        assert_eq!(
+            defguard.signing_secrets,
+            [
+                SigningKey::parse("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap(),
+                SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap(),
+            ]
+        );
+        assert_eq!(defguard.url_template, None);
+
+        assert!(cymmetri.url_template.is_some());
+        assert_eq!(
+            cymmetri.url.as_str(),
+            "https://idm.example.com/webhook/peer/connect"
+        );
+        assert_eq!(cymmetri.format, Format::Standard);
+        assert_eq!(cymmetri.method, HttpMethod::Post);
+        let Some(Auth::OAuth2(o)) = &cymmetri.auth else {
+            panic!("oauth2 expected")
+        };
+        assert_eq!(o.token_url.as_str(), "https://idp.example.com/token");
+        assert_eq!(
+            (o.client_id.as_str(), o.client_secret.expose()),
+            ("wg", "s")
+        );
+        assert_eq!(o.scope.as_deref(), Some("a b"));
+        assert_eq!(o.client_auth, ClientAuth::Body);
+
+        assert!(ntfy.body.as_ref().is_some_and(|b| b.mode() == Mode::Text));
+        assert_eq!(
+            ntfy.auth,
+            Some(Auth::Basic {
+                username: "u".into(),
+                password: Secret::new("p".into())
+            })
+        );
+        // Defaults.
+        let plain = ok("webhook:\n  url: https://x.example\n");
+        let hook = &plain.webhooks[0];
+        assert_eq!(
+            (hook.format, hook.method, hook.extended),
+            (Format::WgPortal, HttpMethod::Post, false)
+        );
+        assert!(hook.body.is_none() && hook.headers.is_empty() && hook.auth.is_none());
+        assert!(hook.signing_secrets.is_empty() && hook.description.is_none());
+    }
+
+    #[test]
+    fn secret_files_are_checked_and_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wghook.yaml");
+        std::fs::write(dir.path().join("empty"), "\n").unwrap();
+        std::fs::write(dir.path().join("broken"), "s3cr3t\nX-Evil: 1\n").unwrap();
+        std::fs::write(dir.path().join("ok"), "Bearer s3cr3t").unwrap();
+        let errors = |text: &str| -> Vec<String> {
+            match parse_str(text, &path) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+            }
+        };
+        let f = path.display();
+        let d = dir.path().display();
+        assert_eq!(
+            errors("webhook:\n  url: https://x.example\n  secret_file: empty\n"),
+            [format!(
+                "{f}:3: webhook.secret_file: secret file {d}/empty is empty"
+            )]
+        );
+        assert_eq!(
+            errors("webhook:\n  url: https://x.example\n  authentication_file: broken\n"),
+            [format!(
+                "{f}:3: webhook.authentication_file: secret file {d}/broken contains characters not allowed \
+                 in an HTTP header (line breaks or other control characters)"
+            )]
+        );
+        assert_eq!(
+            errors("webhook:\n  url: https://x.example\n  secret: x\n  secret_file: ok\n"),
+            [format!("{f}:4: webhook.secret_file: both secret (line 3) and secret_file are set; keep one")]
+        );
+        assert_eq!(
+            errors("webhook:\n  url: https://x.example\n  auth: { basic: { username: u } }\n"),
+            [format!(
+                "{f}:3: webhook.auth.basic.password: required (or password_file)"
+            )]
+        );
+        // A file that is fine: relative to the configuration's directory, read as is.
+        let config = parse_str(
+            "webhook:\n  url: https://x.example\n  secret_file: ok\n",
+            &path,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.webhooks[0].secret.as_ref().map(Secret::expose),
+            Some("Bearer s3cr3t")
+        );
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn new_webhook_errors_never_quote_secrets() {
+        for text in [
+            "webhook:\n  url: https://x.example\n  auth: { bearer: \"s3cr3t\\nX\" }\n",
+            "webhook:\n  url: https://x.example\n  auth: { bearer: \"Bearer s3cr3t\" }\n",
+            "webhook:\n  url: https://x.example\n  auth: { oauth2: { token_url: x, client_id: a, client_secret: s3cr3t } }\n",
+            "webhook:\n  url: https://x.example\n  signing_secret: whsec_s3cr3t\n",
+            "webhook:\n  url: https://x.example\n  signing_secret: s3cr3t\n",
+            "webhook:\n  url: https://x.example\n  headers: { X-Key: \"s3cr3t {{ nope }}\" }\n",
+            "webhook:\n  url: https://x.example\n  headers: { X-Key: \"s3cr3t {{ \" }\n",
+            "webhook:\n  url: https://x.example\n  auth: { basic: { username: a, password: [s3cr3t] } }\n",
+        ] {
+            let errors = error_lines(text);
+            assert!(!errors.is_empty());
+            for e in &errors {
+                assert!(!e.contains("s3cr3t"), "secret in {e:?}");
+            }
+        }
+        let config = ok(
+            "webhook:\n  url: https://x.example\n  headers: { X-Key: s3cr3t }\n  \
+             auth: { oauth2: { token_url: https://i.example/t, client_id: a, client_secret: s3cr3t } }\n  \
+             signing_secret: whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\n",
+        );
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cr3t") && !debug.contains("C2FVsBQ"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn the_shipped_example_configuration_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wghook.yaml");
         let config = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.webhooks.len(), 1);
         assert_eq!(config.monitor.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn ping_checks_and_peer_labels_are_read() {
+        let config = ok(&format!(
+            "monitor:\n  ping_checks: true\n  ping_interval: 1m\n\
+             peers:\n  \"{ALICE}\":\n    name: a\n    ping_address: \" fd00::2 \"\n    \
+             labels: {{ team: ops, site.code: ber-1 }}\n"
+        ));
+        assert!(config.monitor.ping_checks);
+        assert_eq!(config.monitor.ping_interval, Duration::from_secs(60));
+        let alice = PublicKey::from_base64(ALICE).unwrap();
+        let label = &config.peers[&alice];
+        assert_eq!(label.name, "a");
+        let labels: Vec<(&str, &str)> = label
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("site.code", "ber-1"), ("team", "ops")]);
+        assert_eq!(
+            config.ping_addresses.get(&alice),
+            Some(&"fd00::2".parse::<std::net::IpAddr>().unwrap())
+        );
+        // Off by default.
+        let config = ok("");
+        assert!(!config.monitor.ping_checks);
+        assert_eq!(config.monitor.ping_interval, DEFAULT_PING_INTERVAL);
+        assert!(config.ping_addresses.is_empty());
+    }
+
+    #[test]
+    fn load_merges_names_from_wg_quick_files_and_the_peers_map_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let wg = dir.path().join("wireguard");
+        std::fs::create_dir(&wg).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/wg-quick/wg0.conf"),
+            wg.join("wg0.conf"),
+        )
+        .unwrap();
+        let bob = "amDFZkwcutgFado44vU29t75ZgBBND5UbSxmUB4qKlY=";
+        let config_path = dir.path().join("wghook.yaml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "monitor:\n  names_from: [\"wireguard/*.conf\"]\n\
+                 peers:\n  \"{ALICE}\": {{ name: from-yaml }}\n  \"{bob}\": {{ user: bob@example.com }}\n"
+            ),
+        )
+        .unwrap();
+        let config = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.monitor.names_from,
+            [dir.path().join("wireguard/*.conf")]
+        );
+        let alice = PublicKey::from_base64(ALICE).unwrap();
+        let bob = PublicKey::from_base64(bob).unwrap();
+        assert_eq!(config.peers[&alice].name, "from-yaml", "the peers map wins");
+        assert_eq!(
+            config.peers[&bob].name, "Bob's phone",
+            "a file fills an empty name"
+        );
+        assert_eq!(config.peers[&bob].user, "bob@example.com");
+        assert_eq!(config.peers.len(), 2, "carol has no name: no entry");
+        // parse_str reads no file.
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let config = parse_str(&text, &config_path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.peers[&bob].name, "");
+    }
+
+    #[test]
+    fn load_reports_unreadable_and_malformed_names_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("wg1.conf");
+        std::fs::write(
+            &bad,
+            "[Interface]\nListenPort = 1\n\n[Peer]\n# Name = x\nAllowedIPs = 10.0.0.2/32\n",
+        )
+        .unwrap();
+        let config_path = dir.path().join("wghook.yaml");
+        std::fs::write(
+            &config_path,
+            "monitor:\n  interval: 5x\n  names_from:\n    - wg1.conf\n    - missing.conf\n",
+        )
+        .unwrap();
+        let errors = load(&config_path).unwrap_err();
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "{}:2: monitor.interval: invalid duration \"5x\" (use e.g. 5s, 1m, 1h30m)",
+                    config_path.display()
+                ),
+                format!(
+                    "{}:5: monitor.names_from[1]: cannot read {}: No such file or directory (os error 2)",
+                    config_path.display(),
+                    dir.path().join("missing.conf").display()
+                ),
+                format!(
+                    "{}:4: [Peer] section without PublicKey (in a wg-quick file of monitor.names_from)",
+                    bad.display()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::delivery::Delivery;
 use crate::event::{Event, RenderContext};
 use crate::metrics::Metrics;
 use crate::notify::{watchdog_interval, Notifier};
+use crate::ping::Pinger;
 use crate::tracker::{self, State};
 
 /// Where `now` comes from.
@@ -114,6 +115,7 @@ pub async fn run_with_backend(
     let host = host_name(&config);
     let mut settings = config.tracker_settings(host.clone());
     let mut filter = config.filter();
+    let mut pinger = start_pinger(&config)?;
 
     let store = Store::open(&config.monitor.state_dir)?;
     let saved = store.load_state()?;
@@ -236,6 +238,17 @@ pub async fn run_with_backend(
                             ticker = tokio::time::interval(new.monitor.interval);
                             ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         }
+                        match (&mut pinger, new.monitor.ping_checks) {
+                            (Some(p), true) => p.set_interval(new.monitor.ping_interval),
+                            (Some(_), false) => pinger = None,
+                            (None, true) => {
+                                pinger = start_pinger(&new).unwrap_or_else(|e| {
+                                    tracing::error!(error = %format!("{e:#}"), "ping checks stay off");
+                                    None
+                                });
+                            }
+                            (None, false) => {}
+                        }
                         let host = host_name(&new);
                         settings = new.tracker_settings(host);
                         filter = new.filter();
@@ -280,7 +293,19 @@ pub async fn run_with_backend(
             state: next,
             events,
             changes,
-        } = tracker::track_changes(state.take(), &snapshot, now, &settings);
+        } = match pinger.as_mut() {
+            Some(p) => {
+                let pings = p.refresh(&snapshot, &config.ping_addresses, now).await;
+                tracker::track_changes_with_pings(
+                    state.take(),
+                    &snapshot,
+                    Some(pings),
+                    now,
+                    &settings,
+                )
+            }
+            None => tracker::track_changes(state.take(), &snapshot, now, &settings),
+        };
         if polls == 1 {
             tracing::info!(
                 interfaces = snapshot.interfaces.len(),
@@ -348,6 +373,21 @@ pub async fn run_with_backend(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// The pinger when `monitor.ping_checks` is on; fails naming the missing
+/// sysctl or capability.
+fn start_pinger(config: &Config) -> anyhow::Result<Option<Pinger>> {
+    if !config.monitor.ping_checks {
+        return Ok(None);
+    }
+    let pinger = Pinger::new(config.monitor.ping_interval).context("monitor.ping_checks is on")?;
+    tracing::info!(
+        socket = pinger.socket_kind(),
+        ping_interval_s = config.monitor.ping_interval.as_secs(),
+        "ping checks on: a peer that answers counts as connected"
+    );
+    Ok(Some(pinger))
 }
 
 /// Senders for every configured webhook, and their delivery tasks.

@@ -91,6 +91,7 @@ async fn run_in(scenario: &Scenario, scenario_path: &Path) -> anyhow::Result<usi
             PeerLabel {
                 name: format!("{peer}-laptop"),
                 user: user.to_string(),
+                ..PeerLabel::default()
             },
         );
     }

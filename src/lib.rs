@@ -20,5 +20,7 @@ pub mod event;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod notify;
+pub mod ping;
 pub mod tracker;

@@ -160,6 +160,20 @@ impl fmt::Debug for Peer {
     }
 }
 
+/// The latest ping check of one peer (`monitor.ping_checks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PingStatus {
+    /// The latest round's echo request was answered.
+    pub pingable: bool,
+    /// When an echo request was last answered; `None` if never.
+    pub last_ping: Option<DateTime<Utc>>,
+}
+
+/// Ping results by interface name, then peer. Peers absent from it count as
+/// not pingable.
+pub type Pings =
+    std::collections::HashMap<String, std::collections::HashMap<PublicKey, PingStatus>>;
+
 /// Everything one poll saw, interfaces in a stable (name) order.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Snapshot {

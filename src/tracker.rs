@@ -5,7 +5,9 @@
 //! same inputs always give the same state and the same events (up to the
 //! random part of event ids). Invariants:
 //! - a peer is connected iff it has a handshake at most `connect_threshold`
-//!   old at `now` (a handshake in the future counts as age 0);
+//!   old at `now` (a handshake in the future counts as age 0), or, when ping
+//!   results are given ([`track_changes_with_pings`], `monitor.ping_checks`),
+//!   its latest ping was answered; without ping results nothing else counts;
 //! - every transition between two polls is reported exactly once, including
 //!   transitions that happened entirely between two polls (the gap rule, and a
 //!   connect-then-disconnect seen only afterwards);
@@ -23,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{ChangedField, Entity, Event, EventKind, InterfaceInfo, PeerInfo, Session};
-use crate::model::{Interface, Peer, PublicKey, Snapshot};
+use crate::model::{Interface, Peer, PingStatus, Pings, PublicKey, Snapshot};
 
 /// Peers of one interface by public key.
 ///
@@ -388,9 +390,24 @@ pub fn track_changes(
     now: DateTime<Utc>,
     settings: &Settings,
 ) -> Tracked {
+    track_changes_with_pings(prev, snapshot, None, now, settings)
+}
+
+/// [`track_changes`] with ping checks on (`pings` is `Some`): a peer whose
+/// latest ping was answered counts as connected even without a recent
+/// handshake, and events carry its ping status. A session that only ping
+/// kept alive starts at the answered ping and ends at the last answered one.
+/// `None` is exactly [`track_changes`].
+pub fn track_changes_with_pings(
+    prev: Option<State>,
+    snapshot: &Snapshot,
+    pings: Option<&Pings>,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Tracked {
     let first_start = prev.is_none();
     let mut old = prev.unwrap_or_else(State::empty).interfaces;
-    let mut emit = Emitter::new(now, settings);
+    let mut emit = Emitter::new(now, settings, pings);
     emit.changes.all = first_start;
     let mut next = BTreeMap::new();
 
@@ -435,6 +452,8 @@ enum Slot {
 struct Emitter<'a> {
     now: DateTime<Utc>,
     settings: &'a Settings,
+    /// Ping results, when ping checks are on.
+    pings: Option<&'a Pings>,
     threshold: TimeDelta,
     counter: u32,
     out: Vec<(String, Slot, Event)>,
@@ -442,14 +461,39 @@ struct Emitter<'a> {
 }
 
 impl<'a> Emitter<'a> {
-    fn new(now: DateTime<Utc>, settings: &'a Settings) -> Self {
+    fn new(now: DateTime<Utc>, settings: &'a Settings, pings: Option<&'a Pings>) -> Self {
         Emitter {
             now,
             settings,
+            pings,
             threshold: settings.connect_threshold,
             counter: 0,
             out: Vec::new(),
             changes: Changes::default(),
+        }
+    }
+
+    /// The peer's ping status; not pingable when ping checks are off or the
+    /// peer has no result.
+    fn ping(&self, interface: &str, key: &PublicKey) -> PingStatus {
+        self.pings
+            .and_then(|p| p.get(interface))
+            .and_then(|i| i.get(key))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// When the current session started if the peer counts as connected
+    /// now: its handshake if recent, else the answered ping.
+    fn connected_since(
+        &self,
+        handshake: Option<DateTime<Utc>>,
+        ping: PingStatus,
+    ) -> Option<DateTime<Utc>> {
+        match handshake {
+            Some(hs) if is_connected(handshake, self.now, self.threshold) => Some(hs),
+            _ if ping.pingable => Some(ping.last_ping.map_or(self.now, |t| t.min(self.now))),
+            _ => None,
         }
     }
 
@@ -514,6 +558,7 @@ impl<'a> Emitter<'a> {
         session: Option<Session>,
     ) {
         peer.sequence += 1;
+        let ping = self.ping(&info.name, &peer.peer.public_key);
         let event = Event {
             id: Uuid::nil(), // assigned in delivery order by `finish`
             kind,
@@ -526,8 +571,8 @@ impl<'a> Emitter<'a> {
                 peer: peer.peer.clone(),
                 created_at: peer.created_at,
                 updated_at: peer.updated_at,
-                pingable: false,
-                last_ping: None,
+                pingable: ping.pingable,
+                last_ping: ping.last_ping,
             }),
             changed,
             session,
@@ -643,8 +688,8 @@ fn baseline_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
                 None,
             );
         }
-        if is_connected(peer.last_handshake, now, emit.threshold) {
-            let start = peer.last_handshake.unwrap_or(now);
+        let ping = emit.ping(&iface.name, &peer.public_key);
+        if let Some(start) = emit.connected_since(peer.last_handshake, ping) {
             if announce == Announce::None {
                 p.connected = true;
                 p.session_start = Some(start);
@@ -794,6 +839,12 @@ fn new_peer(info: &InterfaceInfo, peer: &Peer, emit: &mut Emitter) -> PeerState 
             emit.disconnect(info, &mut p, hs + emit.threshold);
         }
     }
+    if !p.connected {
+        let ping = emit.ping(&info.name, &peer.public_key);
+        if let Some(start) = emit.connected_since(None, ping) {
+            emit.connect(info, &mut p, start);
+        }
+    }
     p
 }
 
@@ -817,10 +868,26 @@ fn session_end(
     hs.map_or(now, |hs| (hs + threshold).min(now))
 }
 
+/// When a session ended that ping checks may have kept alive: as
+/// [`session_end`], but not before the last answered ping.
+fn session_end_pinged(
+    hs: Option<DateTime<Utc>>,
+    last_ping: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    threshold: TimeDelta,
+) -> DateTime<Utc> {
+    match (hs, last_ping) {
+        (_, None) => session_end(hs, now, threshold),
+        (None, Some(ping)) => ping.min(now),
+        (Some(_), Some(ping)) => session_end(hs, now, threshold).max(ping.min(now)),
+    }
+}
+
 /// A peer seen in both polls: configuration `update`, then connection changes.
 fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut Emitter) {
     let now = emit.now;
     let threshold = emit.threshold;
+    let ping = emit.ping(&info.name, &peer.public_key);
 
     let mut changed = Vec::new();
     // The first endpoint a peer reports comes with its first handshake and is
@@ -851,7 +918,8 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
     // the previous counters, or zero for a counter that restarted.
     let rx_base = if rx_reset { 0 } else { p.peer.rx_bytes };
     let tx_base = if tx_reset { 0 } else { p.peer.tx_bytes };
-    let connected_now = is_connected(new_hs, now, threshold);
+    let since = emit.connected_since(new_hs, ping);
+    let connected_now = since.is_some();
 
     // Until the connection logic runs, the state describes the previous poll
     // except for the fields an update event shows.
@@ -865,10 +933,12 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
     }
 
     if p.connected {
-        let gap = match (old_hs, new_hs) {
-            (Some(old), Some(new)) => new.signed_duration_since(old) > threshold,
-            _ => false,
-        };
+        // A peer that answers ping was reachable all along, as far as can be told.
+        let gap = !ping.pingable
+            && match (old_hs, new_hs) {
+                (Some(old), Some(new)) => new.signed_duration_since(old) > threshold,
+                _ => false,
+            };
         if gap {
             // Down in between: the old session ended when it aged out.
             let end = session_end(old_hs, now, threshold);
@@ -887,9 +957,9 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
                 refresh(p, peer);
                 p.rx_base = rx_base;
                 p.tx_base = tx_base;
-                p.session_start = new_hs;
+                p.session_start = since;
             } else {
-                let end = session_end(old_hs, now, threshold);
+                let end = session_end_pinged(old_hs, ping.last_ping, now, threshold);
                 emit.disconnect(info, p, end);
                 refresh(p, peer);
                 p.rx_base = rx_base;
@@ -897,7 +967,7 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
             }
         } else if !connected_now {
             refresh(p, peer);
-            let end = session_end(new_hs, now, threshold);
+            let end = session_end_pinged(new_hs, ping.last_ping, now, threshold);
             emit.disconnect(info, p, end);
         } else {
             refresh(p, peer);
@@ -906,8 +976,8 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
         p.rx_base = rx_base;
         p.tx_base = tx_base;
         refresh(p, peer);
-        if connected_now {
-            emit.connect(info, p, new_hs.unwrap_or(now));
+        if let Some(start) = since {
+            emit.connect(info, p, start);
         } else if advanced {
             // Connected and gone again between two polls.
             if let Some(hs) = new_hs {
@@ -1425,6 +1495,118 @@ mod tests {
         assert!(map.get(&key(3)).is_none());
         let json = serde_json::to_string(&state).unwrap();
         assert_eq!(serde_json::from_str::<State>(&json).unwrap(), state);
+    }
+
+    /// Ping results for interface `wg0`: (peer, pingable, last answered ping).
+    fn pings(results: &[(u8, bool, Option<i64>)]) -> Pings {
+        let peers = results
+            .iter()
+            .map(|&(n, pingable, last)| {
+                let status = PingStatus {
+                    pingable,
+                    last_ping: last.map(at),
+                };
+                (key(n), status)
+            })
+            .collect();
+        Pings::from([("wg0".to_string(), peers)])
+    }
+
+    #[test]
+    fn pingable_without_handshake_is_connected_when_ping_checks_are_on() {
+        let s = settings();
+        let never = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let (base, events) = track(None, &never, at(0), &s);
+        assert!(events.is_empty());
+
+        // Ping checks off: an answering peer without handshake stays down.
+        let off = track_changes(Some(base.clone()), &never, at(10), &s);
+        assert!(off.events.is_empty());
+        assert!(!off.state.is_peer_connected("wg0", &key(1)));
+
+        let up = pings(&[(1, true, Some(10))]);
+        let on = track_changes_with_pings(Some(base), &never, Some(&up), at(10), &s);
+        assert_eq!(names(&on.events), ["peer.connect:1"]);
+        let connect = &on.events[0];
+        assert_eq!(
+            connect.time,
+            at(10),
+            "the session starts at the answered ping"
+        );
+        let info = connect.peer.as_ref().unwrap();
+        assert!(info.pingable);
+        assert_eq!(info.last_ping, Some(at(10)));
+        assert_eq!(info.peer.last_handshake, None);
+        assert!(on.state.is_peer_connected("wg0", &key(1)));
+        assert_eq!(on.changes.peers, [("wg0".to_string(), key(1))]);
+
+        // Still answering: nothing new.
+        let up = pings(&[(1, true, Some(40))]);
+        let same = track_changes_with_pings(Some(on.state), &never, Some(&up), at(40), &s);
+        assert!(same.events.is_empty());
+
+        // No answer any more: disconnected at the last answered ping.
+        let down = pings(&[(1, false, Some(40))]);
+        let gone = track_changes_with_pings(Some(same.state), &never, Some(&down), at(70), &s);
+        assert_eq!(names(&gone.events), ["peer.disconnect:1"]);
+        let disconnect = &gone.events[0];
+        assert_eq!(disconnect.time, at(40));
+        let info = disconnect.peer.as_ref().unwrap();
+        assert!(!info.pingable);
+        assert_eq!(info.last_ping, Some(at(40)));
+        assert_eq!(
+            disconnect.session.map(|s| (s.started_at, s.ended_at)),
+            Some((at(10), Some(at(40))))
+        );
+    }
+
+    #[test]
+    fn ping_keeps_a_session_whose_handshake_aged_out() {
+        let s = settings();
+        let one = snap(vec![iface("wg0", vec![peer(1, Some(0), 5, 5)])]);
+        let (base, _) = track(None, &one, at(0), &s);
+        assert!(base.is_peer_connected("wg0", &key(1)));
+        // 200 s after the handshake (threshold 180 s), but it answers ping.
+        let up = pings(&[(1, true, Some(200))]);
+        let kept = track_changes_with_pings(Some(base), &one, Some(&up), at(200), &s);
+        assert!(kept.events.is_empty(), "{:?}", names(&kept.events));
+        assert!(kept.state.is_peer_connected("wg0", &key(1)));
+        // Then it stops answering: the session ends at the last answer, not
+        // when the handshake aged out.
+        let down = pings(&[(1, false, Some(200))]);
+        let gone = track_changes_with_pings(Some(kept.state), &one, Some(&down), at(230), &s);
+        assert_eq!(names(&gone.events), ["peer.disconnect:1"]);
+        assert_eq!(gone.events[0].time, at(200));
+        assert_eq!(gone.events[0].session.unwrap().started_at, at(0));
+    }
+
+    #[test]
+    fn pingable_peers_are_connected_on_first_start_and_when_new() {
+        let s = settings();
+        let up = pings(&[(1, true, Some(0)), (2, true, Some(30))]);
+        let first = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let start = track_changes_with_pings(None, &first, Some(&up), at(0), &s);
+        assert_eq!(names(&start.events), ["peer.connect:1"]);
+
+        let both = snap(vec![iface(
+            "wg0",
+            vec![peer(1, None, 0, 0), peer(2, None, 0, 0)],
+        )]);
+        let next = track_changes_with_pings(Some(start.state), &both, Some(&up), at(30), &s);
+        assert_eq!(names(&next.events), ["peer.create:2", "peer.connect:2"]);
+        assert_eq!(next.events[1].time, at(30));
+        // A create carries the ping status too.
+        assert!(next.events[0].peer.as_ref().unwrap().pingable);
+    }
+
+    #[test]
+    fn ping_results_of_other_interfaces_do_not_count() {
+        let s = settings();
+        let never = snap(vec![iface("wg1", vec![peer(1, None, 0, 0)])]);
+        let (base, _) = track(None, &never, at(0), &s);
+        let up = pings(&[(1, true, Some(10))]); // for wg0
+        let t = track_changes_with_pings(Some(base), &never, Some(&up), at(10), &s);
+        assert!(t.events.is_empty());
     }
 
     mod properties {

@@ -3,6 +3,8 @@
 mod cli;
 mod daemon;
 mod e2e;
+mod formats;
 mod outbox;
+mod ping_e2e;
 mod pipeline;
 mod util;

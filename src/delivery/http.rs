@@ -1,17 +1,27 @@
-//! One HTTP attempt: build the request exactly as `wire-format.md` says, send
-//! it, and report what happened. No retries here; callers decide.
+//! One HTTP attempt: build the request exactly as `wire-format.md` says
+//! (format or body template, method, headers, URL, authorization, Standard
+//! Webhooks signature), send it, and report what happened. No retries here;
+//! callers decide, except the single retry of an OAuth 2.0 request whose
+//! token the receiver refused (401), with a fresh token.
 //!
 //! Invariants: redirects are never followed; at most [`MAX_RESPONSE_BODY`]
-//! bytes of an answer are read; the `Authorization` value never reaches a log
-//! or an error message.
+//! bytes of an answer are read; the `Authorization` value, header template
+//! values and signing keys never reach a log or an error message; the same
+//! event always renders the same body, so retries carry the same bytes
+//! (and `webhook-id`); templates are compiled once, at load.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
 
-use crate::config::Webhook;
-use crate::event::{wg_portal, Event, RenderContext};
+use super::auth::{AuthError, Authorizer};
+use super::signing::{self, SigningKey};
+use crate::config::{Format, HttpMethod, Webhook};
+use crate::event::template::Template;
+use crate::event::{standard, wg_portal, Event, RenderContext};
 
 /// Answers are read up to this many bytes; the rest is dropped.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -34,7 +44,8 @@ pub enum AttemptResult {
         /// The receiver's `Retry-After`, if it sent a valid one.
         retry_after: Option<Duration>,
     },
-    /// No answer: connection refused, timeout, TLS failure...
+    /// No answer: connection refused, timeout, TLS failure, no OAuth token,
+    /// a template that failed for this event...
     Failed(String),
 }
 
@@ -67,14 +78,51 @@ pub enum SenderError {
     BadSecret { name: String },
     #[error("webhook {name}: cannot build an HTTP client: {message}")]
     Client { name: String, message: String },
+    #[error(transparent)]
+    Auth(AuthError),
+    #[error("webhook {name}: invalid header name {header:?}")]
+    BadHeaderName { name: String, header: String },
+}
+
+/// Why a request could not be built for one event (a template failed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("webhook {webhook}: cannot render the {part} for this event: {message}")]
+pub struct RenderError {
+    pub webhook: String,
+    /// `body`, `url` or `header X-Name`.
+    pub part: String,
+    pub message: String,
+}
+
+/// A request ready to go, but for `Authorization` and the `webhook-*` headers.
+pub struct Prepared {
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    /// The configured `headers`, rendered (values marked sensitive).
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// What a webhook's body is made from.
+enum Payload {
+    WgPortal,
+    WgPortalV2,
+    Standard,
+    Template(Template),
 }
 
 /// Sends events to one webhook.
 pub struct HttpSender {
     client: reqwest::Client,
     url: reqwest::Url,
+    url_template: Option<Template>,
+    method: reqwest::Method,
     name: String,
-    auth: Option<HeaderValue>,
+    description: Option<String>,
+    payload: Payload,
+    headers: Vec<(HeaderName, Template)>,
+    auth: Authorizer,
+    signing: Vec<SigningKey>,
     ctx: RenderContext,
 }
 
@@ -82,25 +130,18 @@ impl std::fmt::Debug for HttpSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSender")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
-            .field("auth", &self.auth.as_ref().map(|_| "<redacted>"))
+            .field("method", &self.method.as_str())
+            .field("url", &super::auth::display_url(&self.url))
+            .field("auth", &self.auth)
+            .field("signing_keys", &self.signing.len())
             .finish()
     }
 }
 
 impl HttpSender {
+    /// The sender of `hook`. `ctx` supplies names and the time zone;
+    /// `extended` is taken from the webhook.
     pub fn new(hook: &Webhook, ctx: RenderContext) -> Result<Self, SenderError> {
-        let auth = match &hook.secret {
-            Some(secret) => {
-                let mut value =
-                    HeaderValue::from_str(secret.expose()).map_err(|_| SenderError::BadSecret {
-                        name: hook.name.clone(),
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let ua = HeaderValue::from_str(&user_agent()).map_err(|e| SenderError::Client {
@@ -118,12 +159,49 @@ impl HttpSender {
                 name: hook.name.clone(),
                 message: e.to_string(),
             })?;
+        let auth = Authorizer::new(hook, client.clone()).map_err(|e| match e {
+            AuthError::BadHeader { what: "secret", .. } => SenderError::BadSecret {
+                name: hook.name.clone(),
+            },
+            e => SenderError::Auth(e),
+        })?;
+        let headers = hook
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                HeaderName::from_bytes(name.as_bytes())
+                    .map(|n| (n, value.clone()))
+                    .map_err(|_| SenderError::BadHeaderName {
+                        name: hook.name.clone(),
+                        header: name.clone(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let payload = match (&hook.body, hook.format) {
+            (Some(t), _) => Payload::Template(t.clone()),
+            (None, Format::WgPortal) => Payload::WgPortal,
+            (None, Format::WgPortalV2) => Payload::WgPortalV2,
+            (None, Format::Standard) => Payload::Standard,
+        };
+        let method = match hook.method {
+            HttpMethod::Post => reqwest::Method::POST,
+            HttpMethod::Get => reqwest::Method::GET,
+        };
         Ok(Self {
             client,
             url: hook.url.clone(),
+            url_template: hook.url_template.clone(),
+            method,
             name: hook.name.clone(),
+            description: hook.description.clone(),
+            payload,
+            headers,
             auth,
-            ctx,
+            signing: hook.signing_secrets.clone(),
+            ctx: RenderContext {
+                extended: hook.extended,
+                ..ctx
+            },
         })
     }
 
@@ -132,43 +210,140 @@ impl HttpSender {
         &self.name
     }
 
-    /// The body this webhook sends for `event`.
-    pub fn body(&self, event: &Event) -> Vec<u8> {
-        wg_portal::render(event, &self.ctx)
+    /// The webhook's `description`, if any.
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_deref()
     }
 
-    /// Sends `event` once; `now` is stamped as `webhook-timestamp`.
-    pub async fn send(&self, event: &Event, now: DateTime<Utc>) -> Attempt {
-        let started = Instant::now();
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header("webhook-id", event.id.to_string())
-            .header("webhook-timestamp", now.timestamp().to_string())
-            .body(self.body(event));
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
+    fn render_error(&self, part: &str, message: String) -> RenderError {
+        RenderError {
+            webhook: self.name.clone(),
+            part: part.to_string(),
+            message,
         }
-        let result = match request.send().await {
-            Ok(response) => {
-                let code = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| super::retry::parse_retry_after(v, now));
-                let body = read_limited(response).await;
-                AttemptResult::Status {
-                    code,
-                    body,
-                    retry_after,
+    }
+
+    /// The body this webhook sends for `event`.
+    pub fn body(&self, event: &Event) -> Result<Vec<u8>, RenderError> {
+        Ok(match &self.payload {
+            Payload::WgPortal => wg_portal::render(event, &self.ctx),
+            Payload::WgPortalV2 => wg_portal::render_v2(event, &self.ctx),
+            Payload::Standard => standard::render(event, &self.ctx),
+            Payload::Template(t) => t
+                .render(event, &self.ctx)
+                .map_err(|e| self.render_error("body", e))?
+                .into_bytes(),
+        })
+    }
+
+    /// Method, URL, configured headers and body for `event`.
+    pub fn prepare(&self, event: &Event) -> Result<Prepared, RenderError> {
+        let url = match &self.url_template {
+            None => self.url.clone(),
+            Some(t) => {
+                let text = t
+                    .render(event, &self.ctx)
+                    .map_err(|e| self.render_error("url", e))?;
+                match reqwest::Url::parse(text.trim()) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+                    _ => {
+                        let message = "the result is not an http or https URL".to_string();
+                        return Err(self.render_error("url", message));
+                    }
                 }
             }
-            Err(e) => AttemptResult::Failed(describe(&e)),
+        };
+        let mut headers = HeaderMap::with_capacity(self.headers.len());
+        for (name, template) in &self.headers {
+            let part = || format!("header {name}");
+            let text = template
+                .render(event, &self.ctx)
+                .map_err(|e| self.render_error(&part(), e))?;
+            // A line break in a peer name must not fail (or split) the request.
+            let text: String = text
+                .trim()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let mut value = HeaderValue::from_str(&text)
+                .map_err(|_| self.render_error(&part(), "not a valid header value".to_string()))?;
+            value.set_sensitive(true);
+            headers.insert(name.clone(), value);
+        }
+        Ok(Prepared {
+            method: self.method.clone(),
+            url,
+            headers,
+            body: self.body(event)?,
+        })
+    }
+
+    /// Sends `event` once; `now` is stamped as `webhook-timestamp` (and signed).
+    pub async fn send(&self, event: &Event, now: DateTime<Utc>) -> Attempt {
+        let started = Instant::now();
+        let result = match self.prepare(event) {
+            Ok(prepared) => self.deliver(event, prepared, now).await,
+            Err(e) => AttemptResult::Failed(e.to_string()),
         };
         Attempt {
             result,
             elapsed: started.elapsed(),
+        }
+    }
+
+    async fn deliver(&self, event: &Event, mut p: Prepared, now: DateTime<Utc>) -> AttemptResult {
+        let id = event.id.to_string();
+        let timestamp = now.timestamp();
+        let signature = signing::signature(&self.signing, &id, timestamp, &p.body);
+        let mut refreshed = false;
+        loop {
+            let auth = match self.auth.header().await {
+                Ok(auth) => auth,
+                Err(e) => return AttemptResult::Failed(e.to_string()),
+            };
+            let may_retry = self.auth.refreshable() && !refreshed;
+            let body = if may_retry {
+                p.body.clone()
+            } else {
+                std::mem::take(&mut p.body)
+            };
+            let mut request = self
+                .client
+                .request(p.method.clone(), p.url.clone())
+                .headers(p.headers.clone())
+                .header("webhook-id", id.as_str())
+                .header("webhook-timestamp", timestamp.to_string())
+                .body(body);
+            if let Some(signature) = &signature {
+                request = request.header("webhook-signature", signature.as_str());
+            }
+            if let Some(auth) = &auth {
+                request = request.header(AUTHORIZATION, auth.clone());
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) => return AttemptResult::Failed(describe(&e)),
+            };
+            let code = response.status().as_u16();
+            if code == 401 && may_retry {
+                if let Some(auth) = &auth {
+                    self.auth.invalidate(auth).await;
+                }
+                refreshed = true;
+                tracing::debug!(webhook = %self.name, "the receiver refused the oauth2 token (401); trying once more with a new one");
+                continue;
+            }
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| super::retry::parse_retry_after(v, now));
+            let body = read_limited(response).await;
+            return AttemptResult::Status {
+                code,
+                body,
+                retry_after,
+            };
         }
     }
 }
@@ -190,7 +365,7 @@ async fn read_limited(mut response: reqwest::Response) -> String {
 
 /// A transport error in one line, with its innermost cause (reqwest's own
 /// message alone says little: "error sending request").
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

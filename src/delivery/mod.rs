@@ -13,10 +13,12 @@
 //! drops it (ERROR logged); a delivery that was in flight at a crash is sent
 //! again after the restart, with the same `webhook-id`.
 
+pub mod auth;
 pub mod http;
 pub mod outbox;
 pub mod retry;
 pub mod scheduler;
+pub mod signing;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 //! it can be stored in the outbox and rendered later without the snapshot it
 //! came from. It never holds private or preshared keys.
 
+pub mod standard;
+pub mod template;
 pub mod wg_portal;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -185,6 +187,8 @@ impl Event {
 pub struct PeerLabel {
     pub name: String,
     pub user: String,
+    /// Free `key: value` labels from the `peers:` map (templates, scripts).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// How times are shown: the host's local offset (the default, as wg-portal

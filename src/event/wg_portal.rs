@@ -851,6 +851,7 @@ mod tests {
             PeerLabel {
                 name: "Alice's laptop".into(),
                 user: "alice@example.com".into(),
+                ..PeerLabel::default()
             },
         );
         c.interface_names = HashMap::from([("wg0".to_string(), "Office VPN".to_string())]);
@@ -873,6 +874,7 @@ mod tests {
             PeerLabel {
                 name: name.into(),
                 user: String::new(),
+                ..PeerLabel::default()
             },
         );
         let body = String::from_utf8(render(&ev, &c)).unwrap();
