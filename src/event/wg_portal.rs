@@ -99,10 +99,10 @@ fn render_flavor(event: &Event, ctx: &RenderContext, flavor: Flavor) -> Vec<u8> 
     match peer {
         Some(None) => out.extend_from_slice(b"null"),
         Some(Some(p)) if is_status => match flavor {
-            Flavor::V1 => push_status_v1(&mut out, event, p, ctx.zone),
+            Flavor::V1 => push_status_v1(&mut out, event, p, ctx),
             Flavor::V2 => {
                 out.extend_from_slice(b"{\"Status\":");
-                push_status_v2(&mut out, event, p, ctx.zone);
+                push_status_v2(&mut out, event, p, ctx);
                 out.extend_from_slice(b",\"Peer\":");
                 push_peer_model(&mut out, event, p, ctx, false);
                 out.push(b'}');
@@ -115,8 +115,10 @@ fn render_flavor(event: &Event, ctx: &RenderContext, flavor: Flavor) -> Vec<u8> 
     out
 }
 
-/// wg-portal's v1 connect/disconnect payload, keys in the seed's order.
-fn push_status_v1(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, zone: Zone) {
+/// wg-portal's v1 connect/disconnect payload, keys in the seed's order
+/// (plus the session figures for `extended` webhooks).
+fn push_status_v1(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, ctx: &RenderContext) {
+    let zone = ctx.zone;
     let peer = &p.peer;
     out.extend_from_slice(b"{\"PeerId\":");
     push_key(out, Some(&peer.public_key));
@@ -136,12 +138,33 @@ fn push_status_v1(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, zone: Zone) {
     push_endpoint(out, peer.endpoint);
     out.extend_from_slice(b",\"LastSessionStart\":");
     push_opt_time(out, event.session.map(|s| s.started_at), zone);
+    push_session_figures(out, event, ctx);
     out.push(b'}');
+}
+
+/// For `extended` webhooks, the session that started (connect) or ended
+/// (disconnect): `SessionEnd` (null on connect), `SessionDurationSeconds`,
+/// and the bytes moved within the session.
+fn push_session_figures(out: &mut Vec<u8>, event: &Event, ctx: &RenderContext) {
+    let Some(session) = event.session.filter(|_| ctx.extended) else {
+        return;
+    };
+    let end = session.ended_at.unwrap_or(event.time);
+    let duration = (end - session.started_at).num_seconds().max(0) as u64;
+    out.extend_from_slice(b",\"SessionEnd\":");
+    push_opt_time(out, session.ended_at, ctx.zone);
+    out.extend_from_slice(b",\"SessionDurationSeconds\":");
+    push_u64(out, duration);
+    out.extend_from_slice(b",\"SessionBytesReceived\":");
+    push_u64(out, session.rx_bytes);
+    out.extend_from_slice(b",\"SessionBytesTransmitted\":");
+    push_u64(out, session.tx_bytes);
 }
 
 /// wg-portal 2.1's `PeerStatus` webhook model (Go field order; `omitempty`
 /// pointers left out when null).
-fn push_status_v2(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, zone: Zone) {
+fn push_status_v2(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, ctx: &RenderContext) {
+    let zone = ctx.zone;
     let peer = &p.peer;
     out.extend_from_slice(b"{\"UpdatedAt\":");
     push_time(out, event.time, zone);
@@ -167,6 +190,7 @@ fn push_status_v2(out: &mut Vec<u8>, event: &Event, p: &PeerInfo, zone: Zone) {
         out.extend_from_slice(b",\"LastSessionStart\":");
         push_time(out, s.started_at, zone);
     }
+    push_session_figures(out, event, ctx);
     out.push(b'}');
 }
 
@@ -804,6 +828,42 @@ mod tests {
             &ctx(),
         ));
         assert_eq!(v["payload"]["PrivateKey"], "");
+    }
+
+    #[test]
+    fn session_figures_only_on_extended_connect_and_disconnect() {
+        let extended = RenderContext {
+            extended: true,
+            ..ctx()
+        };
+        let v = json(&render(
+            &event(EventKind::Disconnect, Entity::Peer),
+            &extended,
+        ));
+        let p = &v["payload"];
+        // 20:50:40.10 to 21:07:33.32: 1,013 whole seconds.
+        assert_eq!(p["SessionDurationSeconds"], 1013);
+        assert_eq!(p["SessionBytesReceived"], 1000);
+        assert_eq!(p["SessionBytesTransmitted"], 9000);
+        assert!(p["SessionEnd"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-06-26T23:07:33.325216659"));
+        let body = render(&event(EventKind::Disconnect, Entity::Peer), &extended);
+        let text = String::from_utf8(body).unwrap();
+        assert!(
+            text.ends_with(r#","SessionBytesTransmitted":9000}}"#),
+            "{text}"
+        );
+        let v = json(&render(&event(EventKind::Connect, Entity::Peer), &extended));
+        assert_eq!(v["payload"]["SessionEnd"], serde_json::Value::Null);
+        let v2 = json(&render_v2(
+            &event(EventKind::Disconnect, Entity::Peer),
+            &extended,
+        ));
+        assert_eq!(v2["payload"]["Status"]["SessionDurationSeconds"], 1013);
+        let plain = json(&render(&event(EventKind::Disconnect, Entity::Peer), &ctx()));
+        assert!(plain["payload"].get("SessionDurationSeconds").is_none());
     }
 
     #[test]
