@@ -208,7 +208,7 @@ fn peer_key(event: &Event) -> Option<PublicKey> {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::event::{Entity, EventKind, InterfaceInfo, PeerInfo};
     use crate::model::{DriverKind, Peer};
@@ -217,7 +217,8 @@ mod tests {
         DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
     }
 
-    fn item(seq: i64, iface: &str, peer: Option<u8>, due: i64) -> Item {
+    /// An item of `iface`, for peer `peer` (or the interface), due at `due` ms.
+    pub(super) fn item(seq: i64, iface: &str, peer: Option<u8>, due: i64) -> Item {
         let info = InterfaceInfo {
             name: iface.into(),
             public_key: None,
@@ -261,6 +262,16 @@ mod tests {
             attempts: 0,
             next_at: t(due),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::item;
+    use super::*;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
     }
 
     fn base() -> i64 {
@@ -331,5 +342,110 @@ mod tests {
         assert_eq!(drain(&mut q, 0), [1]);
         q.remove(1);
         assert_eq!(drain(&mut q, 0), [3]);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::tests_support::item;
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A new event: interface 0 or 1, peer 0..3 or the interface itself.
+        Push { iface: u8, peer: Option<u8> },
+        /// Take everything due now.
+        Take,
+        /// The n-th in-flight item is delivered (removed).
+        Finish(usize),
+        /// The n-th in-flight item failed: due again later.
+        Retry(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..2, proptest::option::of(0u8..3))
+                .prop_map(|(iface, peer)| Op::Push { iface, peer }),
+            Just(Op::Take),
+            (0usize..8).prop_map(Op::Finish),
+            (0usize..8).prop_map(Op::Retry),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens, an item is only handed out when no earlier
+        /// pending item of its peer (or, for interface events, of its
+        /// interface; for peer events, no earlier interface event) is still
+        /// there, and in the end everything is handed out.
+        #[test]
+        fn order_rules_hold_and_nothing_is_stuck(ops in proptest::collection::vec(op(), 1..60)) {
+            let mut q = Queue::default();
+            // seq -> (iface, peer) of every pending item
+            let mut pending: std::collections::BTreeMap<i64, (u8, Option<u8>)> = Default::default();
+            let mut in_flight: Vec<i64> = Vec::new();
+            let mut next_seq = 1;
+            let mut now = 0;
+            let check = |pending: &std::collections::BTreeMap<i64, (u8, Option<u8>)>, seq: i64| {
+                let (iface, peer) = pending[&seq];
+                pending.range(..seq).all(|(_, &(i, p))| {
+                    i != iface || match peer {
+                        None => false,
+                        Some(k) => p.is_some() && p != Some(k),
+                    }
+                })
+            };
+            for op in ops {
+                match op {
+                    Op::Push { iface, peer } => {
+                        q.push(item(next_seq, &format!("wg{iface}"), peer.map(|p| p + 1), now));
+                        pending.insert(next_seq, (iface, peer));
+                        next_seq += 1;
+                    }
+                    Op::Take => {
+                        while let Some(it) = q.take_due(base() + now) {
+                            prop_assert!(check(&pending, it.seq), "{} handed out too early", it.seq);
+                            in_flight.push(it.seq);
+                        }
+                    }
+                    Op::Finish(n) if !in_flight.is_empty() => {
+                        let seq = in_flight.remove(n % in_flight.len());
+                        prop_assert!(q.remove(seq).is_some());
+                        pending.remove(&seq);
+                    }
+                    Op::Retry(n) if !in_flight.is_empty() => {
+                        let seq = in_flight.remove(n % in_flight.len());
+                        q.retry(seq, 1, t(now + 50));
+                    }
+                    _ => {}
+                }
+                now += 10;
+            }
+            // Drain: finish everything, eventually.
+            for _ in 0..1000 {
+                for seq in in_flight.drain(..) {
+                    q.remove(seq);
+                    pending.remove(&seq);
+                }
+                now += 100;
+                while let Some(it) = q.take_due(base() + now) {
+                    prop_assert!(check(&pending, it.seq));
+                    in_flight.push(it.seq);
+                }
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            prop_assert!(pending.is_empty(), "stuck: {pending:?}");
+            prop_assert!(q.is_empty());
+        }
+    }
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    fn base() -> i64 {
+        t(0).timestamp_millis()
     }
 }
