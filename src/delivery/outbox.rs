@@ -1080,9 +1080,9 @@ mod properties {
                     Op::Requeue { hook } => {
                         let n = store.requeue(hook.map(|h| HOOKS[h]), &[], now).unwrap();
                         let mut expected = 0;
-                        for h in 0..2 {
+                        for (h, hook_model) in model.iter_mut().enumerate() {
                             if hook.is_none_or(|x| x == h) {
-                                for v in model[h].values_mut().filter(|v| !v.0) {
+                                for v in hook_model.values_mut().filter(|v| !v.0) {
                                     *v = (true, 0);
                                     expected += 1;
                                 }
