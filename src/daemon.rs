@@ -167,7 +167,8 @@ pub async fn run_with_backend(
 
     let notifier = Notifier::from_env();
     let mut watchdog = watchdog_interval().map(|every| {
-        let mut t = tokio::time::interval(every / 2);
+        // Already half of WATCHDOG_USEC, as systemd recommends.
+        let mut t = tokio::time::interval(every);
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
         t
     });
