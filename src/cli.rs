@@ -358,6 +358,9 @@ struct PeerRow<'a> {
     name: &'a str,
     user: &'a str,
     connected: bool,
+    /// The ping check's answer; absent when ping checks are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pingable: Option<bool>,
     last_handshake: Option<DateTime<Utc>>,
     handshake_age_seconds: Option<i64>,
     endpoint: Option<String>,
@@ -382,10 +385,26 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<()> {
     let snapshot = backend.poll(now, &cfg.filter()).await?;
     let threshold = TimeDelta::from_std(cfg.monitor.connect_threshold)?;
     let no_label = PeerLabel::default();
+    // With ping checks on, "connected" is what the daemon would decide:
+    // handshake valid or answering ping (one round, now).
+    let pings = if cfg.monitor.ping_checks {
+        let mut pinger = crate::ping::Pinger::new(cfg.monitor.ping_interval)?;
+        Some(
+            pinger
+                .refresh(&snapshot, &cfg.ping_addresses, now)
+                .await
+                .clone(),
+        )
+    } else {
+        None
+    };
     let rows: Vec<InterfaceRow> = snapshot
         .interfaces
         .iter()
-        .map(|i| interface_row(i, now, threshold, &cfg.peers, &no_label))
+        .map(|i| {
+            let ping = pings.as_ref().map(|p| p.get(&i.name));
+            interface_row(i, now, threshold, &cfg.peers, &no_label, ping)
+        })
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -436,14 +455,24 @@ fn interface_row<'a>(
     threshold: TimeDelta,
     labels: &'a std::collections::HashMap<crate::model::PublicKey, PeerLabel>,
     no_label: &'a PeerLabel,
+    pings: Option<
+        Option<&std::collections::HashMap<crate::model::PublicKey, crate::model::PingStatus>>,
+    >,
 ) -> InterfaceRow<'a> {
     let peer_row = |p: &'a Peer| {
         let label = labels.get(&p.public_key).unwrap_or(no_label);
+        let pingable = pings.map(|iface| {
+            iface
+                .and_then(|m| m.get(&p.public_key))
+                .is_some_and(|s| s.pingable)
+        });
         PeerRow {
             public_key: p.public_key.to_base64(),
             name: &label.name,
             user: &label.user,
-            connected: tracker::is_connected(p.last_handshake, now, threshold),
+            connected: tracker::is_connected(p.last_handshake, now, threshold)
+                || pingable == Some(true),
+            pingable,
             last_handshake: p.last_handshake,
             handshake_age_seconds: p.last_handshake.map(|h| (now - h).num_seconds().max(0)),
             endpoint: p.endpoint.map(|e| e.to_string()),
