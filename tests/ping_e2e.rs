@@ -174,6 +174,22 @@ async fn pingable_peer_without_handshake_is_connected_with_ping_checks_on() {
         "ping checks use an unprivileged ICMP socket: {log_text}"
     );
 
+    // `wghook peers` decides the same way (one ping round of its own).
+    let out = Command::new("ip")
+        .args(["netns", "exec", &namespace("a")])
+        .arg(env!("CARGO_BIN_EXE_wghook"))
+        .args(["peers", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run wghook peers");
+    assert!(out.status.success(), "wghook peers: {out:?}");
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).expect("peers JSON");
+    let row = &table[0]["peers"][0];
+    assert_eq!(row["public_key"], peer.as_str());
+    assert_eq!(row["pingable"], true, "{table}");
+    assert_eq!(row["connected"], true, "{table}");
+    assert_eq!(row["name"], "side-b");
+
     // B stops answering: its underlay address goes away.
     let out = Command::new("ip")
         .args(["-n", &namespace("b"), "addr", "del"])
