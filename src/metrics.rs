@@ -15,7 +15,7 @@
 //!   poll. The table is a plain vector of numbers turned into text only when
 //!   scraped, so a poll of 100,000 peers costs a few milliseconds.
 //! - **wghook's own** counters and gauges: `wghook_poll_duration_seconds`,
-//!   `wghook_poll_errors_total`, `wghook_events_total{kind}`,
+//!   `wghook_poll_errors_total`, `wghook_dropped_events_total`, `wghook_events_total{kind}`,
 //!   `wghook_deliveries_total{webhook,outcome}`, `wghook_pending_events{webhook}`,
 //!   `wghook_given_up_events{webhook}`, `wghook_oldest_pending_age_seconds{webhook}`.
 //!
@@ -69,6 +69,7 @@ struct Inner {
     hosts: Arc<HostCollector>,
     poll_duration: Histogram,
     poll_errors: Counter,
+    dropped: Counter,
     events: Family<KindLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     pending: Family<WebhookLabels, Gauge>,
@@ -129,6 +130,12 @@ impl Metrics {
             "Polls that failed (the tracker state was left untouched)",
             poll_errors.clone(),
         );
+        let dropped = Counter::default();
+        registry.register(
+            "wghook_dropped_events",
+            "Undelivered events dropped because the outbox was full (max_pending_events)",
+            dropped.clone(),
+        );
         let events = Family::<KindLabels, Counter>::default();
         registry.register(
             "wghook_events",
@@ -166,6 +173,7 @@ impl Metrics {
                 hosts,
                 poll_duration,
                 poll_errors,
+                dropped,
                 events,
                 deliveries,
                 pending,
@@ -195,6 +203,11 @@ impl Metrics {
     /// skew the histogram; the host series keep the last good poll).
     pub fn poll_error(&self) {
         self.inner.poll_errors.inc();
+    }
+
+    /// Counts events dropped by the outbox bound.
+    pub fn dropped(&self, n: u64) {
+        self.inner.dropped.inc_by(n);
     }
 
     /// Counts derived events by kind (`peer.connect`, `interface.delete`, ...).
@@ -861,6 +874,7 @@ mod tests {
         metrics.events(&events);
         metrics.poll_error();
         metrics.poll_error();
+        metrics.dropped(3);
         metrics.delivery("ops", "delivered");
         metrics.delivery("ops", "delivered");
         metrics.delivery("ops", "retry");
@@ -868,6 +882,7 @@ mod tests {
         metrics.set_queue("audit", 0, 0, None);
         let s = parse(&metrics.encode());
         assert_eq!(value(&s, "wghook_poll_errors_total", &[]), Some(2.0));
+        assert_eq!(value(&s, "wghook_dropped_events_total", &[]), Some(3.0));
         assert_eq!(
             value(&s, "wghook_events_total", &[("kind", "peer.connect")]),
             Some(2.0)

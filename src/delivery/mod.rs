@@ -84,6 +84,7 @@ pub struct Delivery {
     outcomes: Option<std::sync::mpsc::Sender<Record>>,
     writer: Option<std::thread::JoinHandle<()>>,
     settings: DeliverySettings,
+    metrics: Option<Metrics>,
 }
 
 /// Locks the store; a poisoned lock (a panic while holding it) still holds a
@@ -174,6 +175,7 @@ impl Delivery {
             outcomes: Some(out_tx),
             writer: Some(writer),
             settings: settings.clone(),
+            metrics,
         })
     }
 
@@ -242,6 +244,9 @@ impl Delivery {
                     max_pending_events = self.settings.max_pending_events,
                     "outbox full: dropped the oldest undelivered event"
                 );
+            }
+            if let Some(m) = &self.metrics {
+                m.dropped(committed.dropped.len() as u64);
             }
             let seqs: Vec<i64> = committed.dropped.iter().map(|d| d.seq).collect();
             for hook in &self.hooks {
