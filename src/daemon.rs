@@ -106,66 +106,13 @@ pub async fn run(
 /// configuration kept; a valid one is applied (webhooks, filters, interval,
 /// thresholds, backend) without losing the tracker state or pending events.
 pub async fn run_with_backend(
-    mut config: Config,
-    mut backend: Box<dyn Backend>,
+    config: Config,
+    backend: Box<dyn Backend>,
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let _ = crate::logging::apply_config(config.log.level.as_deref(), config.log.format, "info");
-    let host = host_name(&config);
-    let mut settings = config.tracker_settings(host.clone());
-    let mut filter = config.filter();
-    let mut pinger = start_pinger(&config)?;
-
-    let store = Store::open(&config.monitor.state_dir)?;
-    let saved = store.load_state()?;
-    let store = Arc::new(Mutex::new(store));
-
-    let metrics = config
-        .metrics
-        .listen
-        .map(|listen| (listen, Metrics::new(config.metrics.per_peer_metrics)));
-    let (metrics_stop, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut metrics_task = None;
-    if let Some((listen, m)) = &metrics {
-        // Bind now, so a bad address fails the start rather than a task.
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen} for metrics (metrics.listen)"))?;
-        let m = m.clone();
-        metrics_task = Some(tokio::spawn(async move {
-            let stop = async {
-                let _ = metrics_stop_rx.await;
-            };
-            if let Err(e) = crate::metrics::serve_listener(listener, m, stop).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        }));
-    }
-    let metrics = metrics.map(|(_, m)| m);
-
-    let mut delivery = start_delivery(&config, &store, metrics.clone())?;
-    if delivery.webhook_count() == 0 {
-        tracing::warn!("no webhook configured: events are only logged");
-    }
-    tracing::info!(
-        backend = backend.name(),
-        host = %host,
-        interval_ms = config.monitor.interval.as_millis() as u64,
-        connect_threshold_s = config.monitor.connect_threshold.as_secs(),
-        webhooks = delivery.webhook_count(),
-        state = %config.monitor.state_dir.display(),
-        "wghook started"
-    );
-    if let Some(saved) = &saved {
-        tracing::info!(
-            peers = saved.peer_count(),
-            connected = saved.connected_count(),
-            "restored the tracker state saved by the previous run; changes since then are reported once"
-        );
-    }
-
-    let notifier = Notifier::from_env();
+    let metrics_server = MetricsServer::start(&config).await?;
+    let mut daemon = Daemon::start(config, backend, metrics_server.metrics.clone())?;
     let mut watchdog = watchdog_interval().map(|every| {
         // Already half of WATCHDOG_USEC, as systemd recommends.
         let mut t = tokio::time::interval(every);
@@ -173,141 +120,194 @@ pub async fn run_with_backend(
         t
     });
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-
-    let mut ticker = tokio::time::interval(config.monitor.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticker = poll_ticker(&daemon.config);
     tokio::pin!(shutdown);
-    let mut state: Option<State> = saved;
-    let mut polls: u64 = 0;
-    let mut ready = false;
-    loop {
-        if options.max_polls.is_some_and(|max| polls >= max) {
-            break;
+    let result = loop {
+        if options.max_polls.is_some_and(|max| daemon.polls >= max) {
+            break Ok(());
         }
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown => break Ok(()),
             Some(()) = recv_opt(&mut hangup) => {
-                if let Some(n) = &notifier {
-                    n.reloading();
+                let interval = daemon.config.monitor.interval;
+                if let Err(e) = daemon.reload().await {
+                    break Err(e);
                 }
-                match crate::config::load(&config.path) {
-                    Err(errors) => {
-                        tracing::error!(file = %config.path.display(), "reload failed; keeping the running configuration:\n{errors}");
-                    }
-                    Ok(new) => {
-                        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, "info");
-                        if new.monitor.backend != config.monitor.backend
-                            || new.monitor.scenario != config.monitor.scenario
-                            || new.monitor.uapi_dirs != config.monitor.uapi_dirs
-                            || new.monitor.uapi_timeout != config.monitor.uapi_timeout
-                        {
-                            match build_backend(&new).await {
-                                Ok(b) => backend = b,
-                                Err(e) => {
-                                    tracing::error!(error = %format!("{e:#}"), "reload failed: the new backend cannot start; keeping the running configuration");
-                                    if let Some(n) = &notifier { n.ready(); }
-                                    continue;
-                                }
-                            }
-                        }
-                        if new.monitor.state_dir != config.monitor.state_dir || new.metrics != config.metrics {
-                            tracing::warn!("monitor.state_dir and metrics changes take effect at the next restart");
-                        }
-                        // Pending events stay in the outbox; the new
-                        // delivery picks them up (and re-enables webhooks
-                        // disabled by a 410, and re-queued dead letters).
-                        let placeholder = Delivery::start(Arc::clone(&store), Vec::new(), &config.delivery, None)?;
-                        std::mem::replace(&mut delivery, placeholder).shutdown().await;
-                        delivery = match start_delivery(&new, &store, metrics.clone()) {
-                            Ok(d) => d,
-                            Err(e) => {
-                                tracing::error!(error = %format!("{e:#}"), "reload failed: cannot start the new webhooks; keeping the running configuration");
-                                delivery = start_delivery(&config, &store, metrics.clone())?;
-                                if let Some(n) = &notifier { n.ready(); }
-                                continue;
-                            }
-                        };
-                        if let Some(m) = &metrics {
-                            for hook in &config.webhooks {
-                                if !new.webhooks.iter().any(|h| h.name == hook.name) {
-                                    m.forget_webhook(&hook.name);
-                                }
-                            }
-                        }
-                        if new.monitor.interval != config.monitor.interval {
-                            ticker = tokio::time::interval(new.monitor.interval);
-                            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                        }
-                        match (&mut pinger, new.monitor.ping_checks) {
-                            (Some(p), true) => p.set_interval(new.monitor.ping_interval),
-                            (Some(_), false) => pinger = None,
-                            (None, true) => {
-                                pinger = start_pinger(&new).unwrap_or_else(|e| {
-                                    tracing::error!(error = %format!("{e:#}"), "ping checks stay off");
-                                    None
-                                });
-                            }
-                            (None, false) => {}
-                        }
-                        let host = host_name(&new);
-                        settings = new.tracker_settings(host);
-                        filter = new.filter();
-                        config = new;
-                        tracing::info!(
-                            webhooks = delivery.webhook_count(),
-                            interval_ms = config.monitor.interval.as_millis() as u64,
-                            "configuration reloaded"
-                        );
-                    }
+                if daemon.config.monitor.interval != interval {
+                    ticker = poll_ticker(&daemon.config);
                 }
-                if let Some(n) = &notifier {
-                    n.ready();
-                }
-                continue;
             }
             _ = tick_opt(&mut watchdog) => {
-                if let Some(n) = &notifier {
+                if let Some(n) = &daemon.notifier {
                     n.watchdog();
                 }
-                continue;
             }
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => {
+                let now = match options.clock {
+                    Clock::System => Utc::now(),
+                    Clock::Virtual { start, step } => start + step * (daemon.polls as i32),
+                };
+                if let Err(e) = daemon.poll(now).await {
+                    break Err(e);
+                }
+            }
         }
-        let now = match options.clock {
-            Clock::System => Utc::now(),
-            Clock::Virtual { start, step } => start + step * (polls as i32),
+    };
+    daemon.stop(options.max_polls.is_some()).await;
+    metrics_server.stop().await;
+    result
+}
+
+fn poll_ticker(config: &Config) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(config.monitor.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker
+}
+
+/// The Prometheus endpoint, when `metrics.listen` is set.
+struct MetricsServer {
+    metrics: Option<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Binds now, so a bad address fails the start rather than a task.
+    async fn start(config: &Config) -> anyhow::Result<Self> {
+        let Some(listen) = config.metrics.listen else {
+            return Ok(Self {
+                metrics: None,
+                stop: None,
+                task: None,
+            });
         };
-        polls += 1;
+        let metrics = Metrics::new(config.metrics.per_peer_metrics);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} for metrics (metrics.listen)"))?;
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = metrics.clone();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = crate::metrics::serve_listener(listener, served, stop).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+        Ok(Self {
+            metrics: Some(metrics),
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Everything the poll loop works with.
+struct Daemon {
+    config: Config,
+    backend: Box<dyn Backend>,
+    settings: tracker::Settings,
+    filter: crate::backend::InterfaceFilter,
+    pinger: Option<Pinger>,
+    store: Arc<Mutex<Store>>,
+    metrics: Option<Metrics>,
+    delivery: Delivery,
+    notifier: Option<Notifier>,
+    /// The tracker state after the last committed poll (or the saved one).
+    state: Option<State>,
+    polls: u64,
+    ready: bool,
+}
+
+impl Daemon {
+    fn start(
+        config: Config,
+        backend: Box<dyn Backend>,
+        metrics: Option<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let _ =
+            crate::logging::apply_config(config.log.level.as_deref(), config.log.format, "info");
+        let host = host_name(&config);
+        let pinger = start_pinger(&config)?;
+        let store = Store::open(&config.monitor.state_dir)?;
+        let saved = store.load_state()?;
+        let store = Arc::new(Mutex::new(store));
+        let delivery = start_delivery(&config, &store, metrics.clone())?;
+        if delivery.webhook_count() == 0 {
+            tracing::warn!("no webhook configured: events are only logged");
+        }
+        tracing::info!(
+            backend = backend.name(),
+            host = %host,
+            interval_ms = config.monitor.interval.as_millis() as u64,
+            connect_threshold_s = config.monitor.connect_threshold.as_secs(),
+            webhooks = delivery.webhook_count(),
+            state = %config.monitor.state_dir.display(),
+            "wghook started"
+        );
+        if let Some(saved) = &saved {
+            tracing::info!(
+                peers = saved.peer_count(),
+                connected = saved.connected_count(),
+                "restored the tracker state saved by the previous run; changes since then are reported once"
+            );
+        }
+        Ok(Self {
+            settings: config.tracker_settings(host),
+            filter: config.filter(),
+            config,
+            backend,
+            pinger,
+            store,
+            metrics,
+            delivery,
+            notifier: Notifier::from_env(),
+            state: saved,
+            polls: 0,
+            ready: false,
+        })
+    }
+
+    /// One poll: read, track, commit to the outbox, then metrics and
+    /// sd_notify. A failed read is logged and skipped (the state untouched);
+    /// only an outbox that cannot be written is fatal.
+    async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        self.polls += 1;
         let started = std::time::Instant::now();
-        let snapshot = match backend.poll(now, &filter).await {
+        let snapshot = match self.backend.poll(now, &self.filter).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
-                tracing::warn!(backend = backend.name(), error = %e, "poll failed; skipping it");
-                if let Some(m) = &metrics {
+                tracing::warn!(backend = self.backend.name(), error = %e, "poll failed; skipping it");
+                if let Some(m) = &self.metrics {
                     m.poll_error();
                 }
-                continue;
+                return Ok(());
             }
         };
+        let prev = self.state.take();
         let tracker::Tracked {
             state: next,
             events,
             changes,
-        } = match pinger.as_mut() {
+        } = match self.pinger.as_mut() {
             Some(p) => {
-                let pings = p.refresh(&snapshot, &config.ping_addresses, now).await;
-                tracker::track_changes_with_pings(
-                    state.take(),
-                    &snapshot,
-                    Some(pings),
-                    now,
-                    &settings,
-                )
+                let pings = p.refresh(&snapshot, &self.config.ping_addresses, now).await;
+                tracker::track_changes_with_pings(prev, &snapshot, Some(pings), now, &self.settings)
             }
-            None => tracker::track_changes(state.take(), &snapshot, now, &settings),
+            None => tracker::track_changes(prev, &snapshot, now, &self.settings),
         };
-        if polls == 1 {
+        if self.polls == 1 {
             tracing::info!(
                 interfaces = snapshot.interfaces.len(),
                 peers = snapshot.peer_count(),
@@ -318,62 +318,155 @@ pub async fn run_with_backend(
         for event in &events {
             log_event(event);
         }
-        if let Some(m) = &metrics {
+        if let Some(m) = &self.metrics {
             m.events(&events);
         }
-        if let Err(e) = delivery.commit(events, &next, &changes) {
-            // Without a durable outbox nothing can be promised: stop, and let
-            // the service manager restart us (the saved state is the last
-            // committed poll, so nothing is missed).
-            delivery.shutdown().await;
-            let _ = metrics_stop.send(());
-            return Err(anyhow::Error::new(e).context("cannot write to the outbox"));
-        }
-        let queues = delivery.queues();
-        if let Some(m) = &metrics {
-            m.observe_poll(started.elapsed(), &snapshot, &next, &config.peers);
+        // Without a durable outbox nothing can be promised: stop, and let the
+        // service manager restart us (the saved state is the last committed
+        // poll, so nothing is missed).
+        self.delivery
+            .commit(events, &next, &changes)
+            .context("cannot write to the outbox")?;
+        let queues = self.delivery.queues();
+        if let Some(m) = &self.metrics {
+            m.observe_poll(started.elapsed(), &snapshot, &next, &self.config.peers);
             let now = Utc::now();
             for q in &queues {
                 let age = q.oldest.and_then(|t| (now - t).to_std().ok());
                 m.set_queue(&q.webhook, q.pending, q.given_up, age);
             }
         }
-        if let Some(n) = &notifier {
-            if !ready {
+        if let Some(n) = &self.notifier {
+            if !self.ready {
                 n.ready();
-                ready = true;
+                self.ready = true;
             }
             let pending: u64 = queues.iter().map(|q| q.pending).sum();
+            let interfaces = snapshot.interfaces.len();
             n.status(&format!(
-                "watching {} interface{}, {} peers ({} connected), {} pending",
-                snapshot.interfaces.len(),
-                if snapshot.interfaces.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
+                "watching {interfaces} interface{}, {} peers ({} connected), {pending} pending",
+                if interfaces == 1 { "" } else { "s" },
                 next.peer_count(),
                 next.connected_count(),
-                pending
             ));
         }
-        state = Some(next);
+        self.state = Some(next);
+        Ok(())
     }
-    if let Some(n) = &notifier {
-        n.stopping();
+
+    /// SIGHUP: re-reads the file; keeps running on the old configuration if
+    /// anything in the new one cannot be applied. Fails only if the old
+    /// webhooks cannot be restarted either.
+    async fn reload(&mut self) -> anyhow::Result<()> {
+        if let Some(n) = &self.notifier {
+            n.reloading();
+        }
+        let result = self.apply(crate::config::load(&self.config.path)).await;
+        if let Some(n) = &self.notifier {
+            n.ready();
+        }
+        result
     }
-    if options.max_polls.is_some() {
-        tracing::info!(polls, "done: delivering what is queued");
-        delivery.drain(config.delivery.shutdown_timeout).await;
-    } else {
-        tracing::info!(polls, "stopping: finishing in-flight deliveries");
-        delivery.shutdown().await;
+
+    async fn apply(
+        &mut self,
+        loaded: Result<Config, crate::config::ConfigErrors>,
+    ) -> anyhow::Result<()> {
+        let new = match loaded {
+            Ok(new) => new,
+            Err(errors) => {
+                tracing::error!(file = %self.config.path.display(), "reload failed; keeping the running configuration:\n{errors}");
+                return Ok(());
+            }
+        };
+        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, "info");
+        let old = &self.config.monitor;
+        if new.monitor.backend != old.backend
+            || new.monitor.scenario != old.scenario
+            || new.monitor.uapi_dirs != old.uapi_dirs
+            || new.monitor.uapi_timeout != old.uapi_timeout
+        {
+            match build_backend(&new).await {
+                Ok(b) => self.backend = b,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload failed: the new backend cannot start; keeping the running configuration");
+                    return Ok(());
+                }
+            }
+        }
+        if new.monitor.state_dir != self.config.monitor.state_dir
+            || new.metrics != self.config.metrics
+        {
+            tracing::warn!("monitor.state_dir and metrics changes take effect at the next restart");
+        }
+        // Pending events stay in the outbox; the new delivery picks them up
+        // (and re-enables webhooks disabled by a 410, and re-queued dead
+        // letters). The old one finishes its in-flight requests first, so
+        // nothing is sent twice at once.
+        let idle = Delivery::start(
+            Arc::clone(&self.store),
+            Vec::new(),
+            &self.config.delivery,
+            None,
+        )?;
+        std::mem::replace(&mut self.delivery, idle).shutdown().await;
+        self.delivery = match start_delivery(&new, &self.store, self.metrics.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload failed: cannot start the new webhooks; keeping the running configuration");
+                self.delivery = start_delivery(&self.config, &self.store, self.metrics.clone())?;
+                return Ok(());
+            }
+        };
+        if let Some(m) = &self.metrics {
+            for hook in &self.config.webhooks {
+                if !new.webhooks.iter().any(|h| h.name == hook.name) {
+                    m.forget_webhook(&hook.name);
+                }
+            }
+        }
+        match (&mut self.pinger, new.monitor.ping_checks) {
+            (Some(p), true) => p.set_interval(new.monitor.ping_interval),
+            (Some(_), false) => self.pinger = None,
+            (None, true) => {
+                self.pinger = start_pinger(&new).unwrap_or_else(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "ping checks stay off");
+                    None
+                });
+            }
+            (None, false) => {}
+        }
+        self.settings = new.tracker_settings(host_name(&new));
+        self.filter = new.filter();
+        self.config = new;
+        tracing::info!(
+            webhooks = self.delivery.webhook_count(),
+            interval_ms = self.config.monitor.interval.as_millis() as u64,
+            "configuration reloaded"
+        );
+        Ok(())
     }
-    let _ = metrics_stop.send(());
-    if let Some(task) = metrics_task {
-        let _ = task.await;
+
+    /// Stops delivery: `drain` (runs that end by themselves, like the demo)
+    /// delivers what is queued first; otherwise in-flight requests finish
+    /// and the rest waits in the outbox for the next start.
+    async fn stop(self, drain: bool) {
+        if let Some(n) = &self.notifier {
+            n.stopping();
+        }
+        if drain {
+            tracing::info!(polls = self.polls, "done: delivering what is queued");
+            self.delivery
+                .drain(self.config.delivery.shutdown_timeout)
+                .await;
+        } else {
+            tracing::info!(
+                polls = self.polls,
+                "stopping: finishing in-flight deliveries"
+            );
+            self.delivery.shutdown().await;
+        }
     }
-    Ok(())
 }
 
 /// The pinger when `monitor.ping_checks` is on; fails naming the missing
