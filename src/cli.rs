@@ -1,11 +1,14 @@
 //! The command line: clap definitions and each command's output.
 //!
 //! This is the only module (with `demo`) that prints to stdout; everything it
-//! runs lives in the library. Exit codes: 0 success, 1 runtime failure,
-//! 2 invalid configuration.
+//! runs lives in the library. Exit codes: 0 success, 1 runtime failure or a
+//! refused action, 2 invalid configuration. Errors go to stderr as
+//! `error: ...`, every line prefixed with `<3>` when stderr is the journal
+//! ([`print_error`]), so `ExecStartPre=wghook check` logs them as errors.
+//! `-c FILE` is global: it may stand before or after any command.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -25,6 +28,10 @@ use crate::tracker;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Configuration file (before or after the command: `wghook outbox
+    /// retry -c FILE` works as well as `wghook -c FILE outbox retry`).
+    #[arg(short, long, global = true, value_name = "FILE", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
     /// Log format: auto is journald under systemd or when stderr is not a
     /// terminal, else human. Overrides the configuration's log.format.
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
@@ -39,13 +46,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: poll WireGuard, derive events, deliver webhooks.
-    Run(ConfigArg),
+    Run,
     /// Validate the configuration file; print every error and exit non-zero if any.
-    Check(ConfigArg),
+    Check,
     /// Poll once and show interfaces and peers with their connected state.
     Peers {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
@@ -54,8 +59,6 @@ pub enum Command {
     Demo,
     /// List undelivered events (pending and given up) per webhook; re-queue or purge them.
     Outbox {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Print JSON for scripts instead of a table.
         #[arg(long)]
         json: bool,
@@ -66,8 +69,6 @@ pub enum Command {
     /// (format, headers, auth, signature); print status, latency and the start
     /// of each answer. Exits 1 if any webhook failed.
     Test {
-        #[command(flatten)]
-        config: ConfigArg,
         /// Only this webhook (by name; `default` for a `webhook:` section).
         #[arg(long, value_name = "NAME")]
         webhook: Option<String>,
@@ -107,32 +108,25 @@ pub enum OutboxAction {
     },
 }
 
-/// `-c FILE`, shared by the commands that read the configuration.
-#[derive(Debug, clap::Args)]
-pub struct ConfigArg {
-    /// Configuration file.
-    #[arg(short, long, value_name = "FILE", default_value = config::DEFAULT_PATH)]
-    pub config: PathBuf,
-}
-
 /// Runs the parsed command line.
 pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let arg = cli.config;
     match cli.command {
-        Command::Run(arg) => {
+        Command::Run => {
             let Some(cfg) = load(&arg)? else {
                 return Ok(ExitCode::from(2));
             };
             daemon::run(cfg, RunOptions::default(), daemon::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check(arg) => Ok(match load(&arg)? {
+        Command::Check => Ok(match load(&arg)? {
             Some(cfg) => {
                 println!(
-                    "{}: ok ({} webhook{}, backend {:?}, poll every {:?}, connect threshold {:?})",
+                    "{}: ok ({} webhook{}, backend {}, poll every {:?}, connect threshold {:?})",
                     cfg.path.display(),
                     cfg.webhooks.len(),
                     if cfg.webhooks.len() == 1 { "" } else { "s" },
-                    cfg.monitor.backend,
+                    cfg.monitor.backend.as_str(),
                     cfg.monitor.interval,
                     cfg.monitor.connect_threshold,
                 );
@@ -143,8 +137,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             None => ExitCode::from(2),
         }),
-        Command::Peers { config, json } => {
-            let Some(cfg) = load(&config)? else {
+        Command::Peers { json } => {
+            let Some(cfg) = load(&arg)? else {
                 return Ok(ExitCode::from(2));
             };
             peers(&cfg, json).await?;
@@ -154,22 +148,14 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::demo::run().await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Outbox {
-            config,
-            json,
-            action,
-        } => {
-            let Some(cfg) = load(&config)? else {
+        Command::Outbox { json, action } => {
+            let Some(cfg) = load(&arg)? else {
                 return Ok(ExitCode::from(2));
             };
             outbox(&cfg, json, action)
         }
-        Command::Test {
-            config,
-            webhook,
-            event,
-        } => {
-            let Some(cfg) = load(&config)? else {
+        Command::Test { webhook, event } => {
+            let Some(cfg) = load(&arg)? else {
                 return Ok(ExitCode::from(2));
             };
             test_webhooks(&cfg, webhook.as_deref(), &event).await
@@ -333,22 +319,83 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
 }
 
 /// Loads the configuration; on validation errors prints each and returns `None`.
-fn load(arg: &ConfigArg) -> anyhow::Result<Option<Config>> {
-    match config::load(&arg.config) {
+fn load(path: &Path) -> anyhow::Result<Option<Config>> {
+    match config::load(path) {
         Ok(cfg) => Ok(Some(cfg)),
         Err(errors) => {
+            let journal = stderr_is_journal();
+            let mut out = String::new();
             for e in &errors.0 {
-                eprintln!("error: {e}");
+                out.push_str(&error_text(&e.to_string(), journal));
             }
-            eprintln!(
-                "{} error{} in {}",
-                errors.0.len(),
-                if errors.0.len() == 1 { "" } else { "s" },
-                arg.config.display()
-            );
+            out.push_str(&error_line(
+                &format!(
+                    "{} error{} in {}",
+                    errors.0.len(),
+                    if errors.0.len() == 1 { "" } else { "s" },
+                    path.display()
+                ),
+                journal,
+            ));
+            // One write: the lines of one run stay together.
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
             Ok(None)
         }
     }
+}
+
+/// True if stderr is the journal: systemd sets `JOURNAL_STREAM` to the
+/// `DEVICE:INODE` of the stream it connects to stderr, and stderr still is
+/// that stream (not redirected since).
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => journal_stream_matches(&var.to_string_lossy(), meta.dev(), meta.ino()),
+        Err(_) => false,
+    }
+}
+
+/// True if `JOURNAL_STREAM`'s value (`DEVICE:INODE`, decimal) names `dev`
+/// and `ino`.
+fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.trim().split_once(':') else {
+        return false;
+    };
+    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// `message` as printed on stderr, ending in a line break; each line starts
+/// with `<3>` (syslog "error", as `sd-daemon(3)` prefixes) when stderr is
+/// the journal, so the journal records it as an error.
+pub fn error_line(message: &str, journal: bool) -> String {
+    let prefix = if journal { "<3>" } else { "" };
+    let mut out = String::new();
+    // An empty message is still one (empty) line.
+    for line in message.lines().chain(message.is_empty().then_some("")) {
+        out.push_str(prefix);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `error: MESSAGE`, see [`error_line`].
+pub fn error_text(message: &str, journal: bool) -> String {
+    error_line(&format!("error: {message}"), journal)
+}
+
+/// Prints `error: MESSAGE` to stderr, `<3>`-prefixed when stderr is the
+/// journal (for `main` and every command's errors).
+pub fn print_error(message: &str) {
+    let text = error_text(message, stderr_is_journal());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// One row of `wghook peers --json`.
@@ -357,6 +404,8 @@ struct PeerRow<'a> {
     public_key: String,
     name: &'a str,
     user: &'a str,
+    /// The `peers.KEY.labels` of the configuration.
+    labels: &'a std::collections::BTreeMap<String, String>,
     connected: bool,
     /// The ping check's answer; absent when ping checks are off.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -428,25 +477,63 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<()> {
             println!("  (no peers)\n");
             continue;
         }
-        println!(
-            "  {:<44}  {:<16}  {:<9}  {:>9}  {:<24}  {:>12}  {:>12}",
-            "PEER", "NAME", "STATE", "HANDSHAKE", "ENDPOINT", "RX", "TX"
-        );
-        for p in &iface.peers {
-            println!(
-                "  {:<44}  {:<16}  {:<9}  {:>9}  {:<24}  {:>12}  {:>12}",
-                p.public_key,
-                if p.name.is_empty() { "-" } else { p.name },
-                if p.connected { "connected" } else { "-" },
-                p.handshake_age_seconds.map_or("never".to_string(), age),
-                p.endpoint.as_deref().unwrap_or("-"),
-                p.rx_bytes,
-                p.tx_bytes
-            );
-        }
+        print!("{}", peer_table(&iface.peers, pings.is_some()));
         println!();
     }
     Ok(())
+}
+
+/// The peers of one interface as a table; a PING column with ping checks on.
+fn peer_table(peers: &[PeerRow<'_>], ping_checks: bool) -> String {
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    let mut row = |cells: [&str; 9]| {
+        let [key, name, user, state, ping, handshake, endpoint, rx, tx] = cells;
+        out.push_str(&format!(
+            "  {key:<44}  {name:<16}  {user:<16}  {state:<9}  "
+        ));
+        if ping_checks {
+            out.push_str(&format!("{ping:<4}  "));
+        }
+        out.push_str(&format!(
+            "{handshake:>9}  {endpoint:<24}  {rx:>12}  {tx:>12}\n"
+        ));
+    };
+    row([
+        "PEER",
+        "NAME",
+        "USER",
+        "STATE",
+        "PING",
+        "HANDSHAKE",
+        "ENDPOINT",
+        "RX",
+        "TX",
+    ]);
+    for p in peers {
+        row([
+            &p.public_key,
+            &or_dash(p.name),
+            &or_dash(p.user),
+            if p.connected { "connected" } else { "-" },
+            match p.pingable {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            },
+            &p.handshake_age_seconds.map_or("never".to_string(), age),
+            p.endpoint.as_deref().unwrap_or("-"),
+            &p.rx_bytes.to_string(),
+            &p.tx_bytes.to_string(),
+        ]);
+    }
+    out
 }
 
 fn interface_row<'a>(
@@ -470,6 +557,7 @@ fn interface_row<'a>(
             public_key: p.public_key.to_base64(),
             name: &label.name,
             user: &label.user,
+            labels: &label.labels,
             connected: tracker::is_connected(p.last_handshake, now, threshold)
                 || pingable == Some(true),
             pingable,
@@ -514,12 +602,15 @@ async fn test_webhooks(cfg: &Config, only: Option<&str>, event: &str) -> anyhow:
     if hooks.is_empty() {
         let names: Vec<&str> = cfg.webhooks.iter().map(|h| h.name.as_str()).collect();
         match only {
-            Some(name) if !names.is_empty() => eprintln!(
-                "error: no webhook named {name:?} in {} (configured: {})",
+            Some(name) if !names.is_empty() => print_error(&format!(
+                "no webhook named {name:?} in {} (configured: {})",
                 cfg.path.display(),
                 names.join(", ")
-            ),
-            _ => eprintln!("error: no webhook is configured in {}", cfg.path.display()),
+            )),
+            _ => print_error(&format!(
+                "no webhook is configured in {}",
+                cfg.path.display()
+            )),
         }
         return Ok(ExitCode::from(2));
     }
@@ -592,17 +683,35 @@ fn first_bytes(body: &str) -> String {
     }
 }
 
-/// `wghook outbox`: list, re-queue or purge.
+/// `wghook outbox`: list, re-queue or purge. Exit 1 when an action is
+/// refused (purge without `--yes`, an unknown webhook or event id). The
+/// database is never created here: without one there is nothing to show.
 fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Result<ExitCode> {
-    use crate::delivery::outbox::Store;
-    let mut store = Store::open(&cfg.monitor.state_dir)?;
+    use crate::delivery::outbox::{Store, DB_FILE};
+    let db = cfg.monitor.state_dir.join(DB_FILE);
+    let store = if db.exists() {
+        Some(Store::open(&cfg.monitor.state_dir)?)
+    } else {
+        None
+    };
+    let no_outbox = || {
+        format!(
+            "no outbox yet: {} does not exist (the daemon creates it when it starts)",
+            db.display()
+        )
+    };
     match action {
         None => {
-            let rows = store.list(None)?;
+            let rows = match &store {
+                Some(store) => store.list(None)?,
+                None => Vec::new(),
+            };
             let mut out = std::io::stdout().lock();
             if json {
                 serde_json::to_writer_pretty(&mut out, &rows)?;
                 writeln!(out)?;
+            } else if store.is_none() {
+                writeln!(out, "{}", no_outbox())?;
             } else if rows.is_empty() {
                 writeln!(out, "the outbox is empty: every event was delivered")?;
             } else {
@@ -626,7 +735,21 @@ fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Res
             }
         }
         Some(OutboxAction::Retry { webhook, ids }) => {
-            let n = store.requeue(webhook.as_deref(), &ids, Utc::now())?;
+            let rows = match &store {
+                Some(store) => store.list(None)?,
+                None => Vec::new(),
+            };
+            let problems = retry_problems(cfg, &rows, webhook.as_deref(), &ids);
+            if !problems.is_empty() {
+                for p in &problems {
+                    print_error(p);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            let n = match store {
+                Some(mut store) => store.requeue(webhook.as_deref(), &ids, Utc::now())?,
+                None => 0,
+            };
             println!(
                 "{n} given-up deliver{} re-queued",
                 if n == 1 { "y" } else { "ies" }
@@ -634,14 +757,59 @@ fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Res
         }
         Some(OutboxAction::Purge { yes }) => {
             if !yes {
-                eprintln!("error: purge deletes every undelivered event; add --yes to confirm");
-                return Ok(ExitCode::from(2));
+                print_error("purge deletes every undelivered event; add --yes to confirm");
+                return Ok(ExitCode::FAILURE);
             }
-            let n = store.purge()?;
+            let n = match store {
+                Some(mut store) => store.purge()?,
+                None => 0,
+            };
             println!("{n} deliver{} deleted", if n == 1 { "y" } else { "ies" });
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `outbox retry` refuses: a webhook neither configured nor in the
+/// outbox, ids without a given-up delivery (of that webhook). Empty: go on.
+fn retry_problems(
+    cfg: &Config,
+    rows: &[crate::delivery::outbox::Listed],
+    webhook: Option<&str>,
+    ids: &[String],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(name) = webhook {
+        let known =
+            cfg.webhooks.iter().any(|h| h.name == name) || rows.iter().any(|r| r.webhook == name);
+        if !known {
+            let names: Vec<&str> = cfg.webhooks.iter().map(|h| h.name.as_str()).collect();
+            problems.push(format!(
+                "no webhook named {name:?} in {} or its outbox (configured: {})",
+                cfg.path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+            return problems;
+        }
+    }
+    for id in ids {
+        let found = rows.iter().any(|r| {
+            r.id == *id && r.state == "given_up" && webhook.is_none_or(|w| r.webhook == w)
+        });
+        if !found {
+            let of = webhook
+                .map(|w| format!(" of webhook {w:?}"))
+                .unwrap_or_default();
+            problems.push(format!(
+                "no given-up delivery with id {id:?}{of} (see wghook outbox); nothing was re-queued"
+            ));
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -653,6 +821,100 @@ mod tests {
         assert_eq!(age(42), "42s");
         assert_eq!(age(185), "3m05s");
         assert_eq!(age(7620), "2h07m");
+    }
+
+    #[test]
+    fn error_lines_carry_the_journal_priority_only_for_the_journal() {
+        assert_eq!(
+            error_text("a.yaml:2: webhook.url: bad\nsecond line", true),
+            "<3>error: a.yaml:2: webhook.url: bad\n<3>second line\n"
+        );
+        assert_eq!(
+            error_text("a.yaml:2: webhook.url: bad\nsecond line", false),
+            "error: a.yaml:2: webhook.url: bad\nsecond line\n"
+        );
+        assert_eq!(
+            error_line("2 errors in a.yaml", true),
+            "<3>2 errors in a.yaml\n"
+        );
+        assert_eq!(error_line("", true), "<3>\n");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        assert!(journal_stream_matches("8:12345", 8, 12345));
+        assert!(journal_stream_matches("8:12345\n", 8, 12345));
+        assert!(
+            !journal_stream_matches("8:12345", 8, 12346),
+            "another stream"
+        );
+        assert!(!journal_stream_matches("9:12345", 8, 12345));
+        for bad in ["", "8", "8:", ":12345", "x:y", "8:12345:1"] {
+            assert!(!journal_stream_matches(bad, 8, 12345), "{bad:?}");
+        }
+    }
+
+    /// Regression (audit): `wghook outbox retry -c FILE` was refused.
+    #[test]
+    fn the_config_flag_goes_before_or_after_any_command() {
+        for args in [
+            &["wghook", "outbox", "retry", "-c", "f.yaml"][..],
+            &["wghook", "outbox", "-c", "f.yaml", "retry"],
+            &["wghook", "-c", "f.yaml", "outbox", "purge", "--yes"],
+            &["wghook", "check", "--config", "f.yaml"],
+            &["wghook", "peers", "--json", "-c", "f.yaml"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(cli.config, Path::new("f.yaml"), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["wghook", "run"]).unwrap();
+        assert_eq!(cli.config, Path::new(config::DEFAULT_PATH));
+    }
+
+    #[test]
+    fn the_peer_table_shows_user_and_ping_only_with_ping_checks() {
+        let labels = std::collections::BTreeMap::new();
+        let row = |pingable| PeerRow {
+            public_key: "K".repeat(44),
+            name: "laptop",
+            user: "alice@example.com",
+            labels: &labels,
+            connected: true,
+            pingable,
+            last_handshake: None,
+            handshake_age_seconds: Some(42),
+            endpoint: None,
+            allowed_ips: Vec::new(),
+            rx_bytes: 1,
+            tx_bytes: 2,
+        };
+        let table = peer_table(&[row(None)], false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "PEER",
+                "NAME",
+                "USER",
+                "STATE",
+                "HANDSHAKE",
+                "ENDPOINT",
+                "RX",
+                "TX"
+            ]
+        );
+        let cells: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(cells[1..4], ["laptop", "alice@example.com", "connected"]);
+
+        let table = peer_table(&[row(Some(true)), row(Some(false))], true);
+        let lines: Vec<&str> = table.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header[3..6], ["STATE", "PING", "HANDSHAKE"]);
+        let ping = |line: &str| line.split_whitespace().nth(4).map(str::to_string);
+        assert_eq!(ping(lines[1]).as_deref(), Some("yes"));
+        assert_eq!(ping(lines[2]).as_deref(), Some("no"));
     }
 
     #[test]

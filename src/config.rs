@@ -16,6 +16,9 @@
 //!   substituted.
 //! - A webhook secret is held in a [`Secret`], whose `Debug` and `Display`
 //!   print `<redacted>`, and no error message ever quotes a secret's value.
+//! - A URL (webhook `url`, `auth.oauth2.token_url`) can be a secret itself
+//!   (userinfo, a Slack path, a token in the query): errors quote at most its
+//!   scheme and host, and `Debug` shows it through [`redacted_url`].
 //! - [`parse_str`] touches nothing but its arguments and the environment;
 //!   [`load`] additionally reads the file, checks that the files it names
 //!   (`monitor.scenario`) exist, and reads the peer names of the wg-quick
@@ -94,12 +97,23 @@ pub struct Config {
     /// Where ping checks send their echo requests instead of the peer's first
     /// allowed IP (`peers.KEY.ping_address`).
     pub ping_addresses: HashMap<PublicKey, std::net::IpAddr>,
+    /// Names for interfaces, by interface name (`interfaces:`); see
+    /// [`Config::interface_names`].
+    pub interface_labels: HashMap<String, InterfaceLabel>,
     /// The outbox and its retries (`delivery:`).
     pub delivery: DeliverySettings,
     /// Prometheus metrics (`metrics:`).
     pub metrics: MetricsSettings,
     /// Logging (`log:`).
     pub log: LogSettings,
+}
+
+/// One entry of the `interfaces:` map.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InterfaceLabel {
+    /// Display name (`interface.display_name`, wg-portal's `DisplayName`);
+    /// empty: the interface's name is shown.
+    pub name: String,
 }
 
 /// The `metrics:` section.
@@ -310,8 +324,8 @@ impl BackendKind {
     }
 }
 
-/// One webhook receiver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook receiver. `Debug` shows the URL redacted ([`redacted_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Webhook {
     /// Unique among the webhooks; `default` for a single `webhook:` section.
     pub name: String,
@@ -350,6 +364,57 @@ pub struct Webhook {
     pub signing_secrets: Vec<SigningKey>,
 }
 
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exhaustive, so a new field cannot be forgotten here.
+        let Webhook {
+            name,
+            url,
+            secret,
+            timeout,
+            events,
+            retry,
+            max_in_flight,
+            format,
+            extended,
+            body,
+            method,
+            description,
+            headers,
+            url_template,
+            auth,
+            signing_secrets,
+        } = self;
+        f.debug_struct("Webhook")
+            .field("name", name)
+            .field("url", &RedactedUrl(url))
+            .field("secret", secret)
+            .field("timeout", timeout)
+            .field("events", events)
+            .field("retry", retry)
+            .field("max_in_flight", max_in_flight)
+            .field("format", format)
+            .field("extended", extended)
+            .field("body", body)
+            .field("method", method)
+            .field("description", description)
+            .field("headers", headers)
+            .field("url_template", url_template)
+            .field("auth", auth)
+            .field("signing_secrets", signing_secrets)
+            .finish()
+    }
+}
+
+/// `Debug` of a URL without its userinfo, path, query and fragment.
+struct RedactedUrl<'a>(&'a reqwest::Url);
+
+impl fmt::Debug for RedactedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redacted_url(self.0))
+    }
+}
+
 /// The body format of a webhook (`format:`), see `wire-format.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {
@@ -383,8 +448,9 @@ pub enum Auth {
     OAuth2(OAuth2),
 }
 
-/// `auth.oauth2`: where and how to get a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `auth.oauth2`: where and how to get a token. `Debug` shows the token URL
+/// redacted and the client secret as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OAuth2 {
     pub token_url: reqwest::Url,
     pub client_id: String,
@@ -393,6 +459,25 @@ pub struct OAuth2 {
     pub scope: Option<String>,
     /// How the client authenticates to the token endpoint.
     pub client_auth: ClientAuth,
+}
+
+impl fmt::Debug for OAuth2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            client_auth,
+        } = self;
+        f.debug_struct("OAuth2")
+            .field("token_url", &RedactedUrl(token_url))
+            .field("client_id", client_id)
+            .field("client_secret", client_secret)
+            .field("scope", scope)
+            .field("client_auth", client_auth)
+            .finish()
+    }
 }
 
 /// How client id and secret reach the token endpoint (`auth.oauth2.client_auth`).
@@ -512,7 +597,19 @@ impl Config {
             endpoint_updates: self.monitor.endpoint_updates,
             announce_on_start: self.monitor.announce_on_start,
             host,
+            filter: self.filter(),
         }
+    }
+
+    /// Display names by interface name, for
+    /// [`RenderContext::interface_names`](crate::event::RenderContext::interface_names):
+    /// the non-empty `interfaces.NAME.name` entries.
+    pub fn interface_names(&self) -> HashMap<String, String> {
+        self.interface_labels
+            .iter()
+            .filter(|(_, label)| !label.name.is_empty())
+            .map(|(interface, label)| (interface.clone(), label.name.clone()))
+            .collect()
     }
 
     /// Which interfaces to watch (`monitor.interfaces` minus `monitor.exclude`).
@@ -751,7 +848,14 @@ fn parse_tree(text: &str) -> Result<Option<Node>, (usize, String)> {
 // ---------------------------------------------------------------------------
 
 const TOP_KEYS: &[&str] = &[
-    "webhook", "webhooks", "monitor", "peers", "delivery", "metrics", "log",
+    "webhook",
+    "webhooks",
+    "monitor",
+    "peers",
+    "interfaces",
+    "delivery",
+    "metrics",
+    "log",
 ];
 const METRICS_KEYS: &[&str] = &["listen", "per_peer_metrics"];
 const LOG_KEYS: &[&str] = &["level", "format"];
@@ -822,6 +926,7 @@ const MONITOR_KEYS: &[&str] = &[
     "ping_interval",
 ];
 const PEER_KEYS: &[&str] = &["name", "user", "labels", "ping_address"];
+const INTERFACE_KEYS: &[&str] = &["name"];
 
 /// One key of a mapping.
 struct Entry<'n> {
@@ -923,6 +1028,7 @@ impl Compiler<'_> {
                 label.name = name;
             }
         }
+        let interface_labels = self.interfaces(top.get("interfaces"), top.key_line("interfaces"));
         let metrics = self.metrics(top.get("metrics"), top.key_line("metrics"));
         let log = self.log(top.get("log"), top.key_line("log"));
         Some(Config {
@@ -931,6 +1037,7 @@ impl Compiler<'_> {
             webhooks,
             peers,
             ping_addresses,
+            interface_labels,
             delivery,
             metrics,
             log,
@@ -1853,8 +1960,14 @@ impl Compiler<'_> {
                 None
             }
             Err(e) => {
-                let message =
-                    format!("invalid URL {text:?}: {e} (use e.g. https://example.com/hook)");
+                // Never the text itself: after `${VAR}` it may hold
+                // credentials, and a path or query may be the secret.
+                let message = format!(
+                    "invalid URL{}: {e} (use e.g. https://example.com/hook)",
+                    unparsed_url_origin(text.trim())
+                        .map(|o| format!(" {o:?}"))
+                        .unwrap_or_default()
+                );
                 self.error(node.line, path, message);
                 None
             }
@@ -2259,6 +2372,61 @@ impl Compiler<'_> {
         out
     }
 
+    // --- interfaces -------------------------------------------------------
+
+    /// The `interfaces:` map: interface name -> `{ name: DISPLAY NAME }`.
+    fn interfaces(&mut self, node: Option<&Node>, line: usize) -> HashMap<String, InterfaceLabel> {
+        let mut out = HashMap::new();
+        let Some(m) = self.map(node, "interfaces", line, None) else {
+            return out;
+        };
+        for entry in &m.entries {
+            // Quoted as in `map` (free-form keys).
+            let path = format!("interfaces.{:?}", entry.key);
+            let problem = if entry.key.is_empty() {
+                Some("must not be empty")
+            } else if entry
+                .key
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+            {
+                Some("interface names contain no spaces or /")
+            } else if entry.key.contains('*') {
+                Some("an exact name, not a pattern")
+            } else if entry.key.len() > MAX_IFNAME_LEN {
+                Some("interface names are at most 15 characters")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                self.error(
+                    entry.key_line,
+                    &path,
+                    format!("invalid interface name ({problem})"),
+                );
+            }
+            let Some(m) = self.map(
+                Some(entry.value),
+                &path,
+                entry.key_line,
+                Some(INTERFACE_KEYS),
+            ) else {
+                continue;
+            };
+            let mut label = InterfaceLabel::default();
+            if let Some(node) = m.get("name") {
+                match self.string(node, &m.child("name")) {
+                    Some(name) => label.name = name,
+                    None => continue,
+                }
+            }
+            if problem.is_none() {
+                out.insert(entry.key.clone(), label);
+            }
+        }
+        out
+    }
+
     // --- peers ------------------------------------------------------------
 
     /// Labels and ping addresses by public key.
@@ -2408,6 +2576,63 @@ fn check_url(text: &str) -> Result<reqwest::Url, String> {
         )),
         Err(e) => Err(format!("not a valid URL ({e})")),
     }
+}
+
+/// What of a URL that did not parse may be quoted in a message: the scheme
+/// and host (`https://hooks.example.com`), if they look like a scheme and a
+/// host; `None` if not. Never the userinfo, port, path, query or fragment.
+fn unparsed_url_origin(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme_ok = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or("");
+    // The userinfo ends at the last `@` of the authority.
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        // An IPv6 literal: up to its `]`, which must be there.
+        Some(inner) => {
+            let (address, _) = inner.split_once(']')?;
+            if address.is_empty()
+                || !address
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+            {
+                return None;
+            }
+            &host_port[..address.len() + 2]
+        }
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let host_ok = !host.is_empty()
+        && (host.starts_with('[')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')));
+    host_ok.then(|| format!("{}://{host}", scheme.to_ascii_lowercase()))
+}
+
+/// A URL as it may be shown (logs, `Debug`, messages): scheme, host and an
+/// explicit port, then `/…` when there is more. Userinfo, path, query and
+/// fragment can hold credentials (a Slack or Discord webhook URL is its own
+/// secret), so they are never shown.
+pub fn redacted_url(url: &reqwest::Url) -> String {
+    let mut out = format!("{}://", url.scheme());
+    // IPv6 hosts come bracketed.
+    out.push_str(url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        out.push_str(&format!(":{port}"));
+    }
+    let more = url.path() != "/" || url.query().is_some() || url.fragment().is_some();
+    out.push_str(if more { "/…" } else { "/" });
+    out
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -2641,8 +2866,12 @@ mod tests {
     fn every_key_is_read() {
         let text = format!(
             "webhooks:\n\
-             \x20 - name: ops\n    url: https://ops.example.com/wg\n    secret: \"Bearer abc\"\n    timeout: 1m30s\n\
-             \x20 - name: audit_2\n    url: http://10.0.0.1:9000/\n\
+             \x20 - name: ops\n    url: https://ops.example.com/wg\n    secret: \"Bearer abc\"\n    timeout: 1m30s\n    \
+             events: [peer.connect, \"interface.*\"]\n    retry: {{ delays: [1s, 1m], max_event_age: 2h }}\n    \
+             max_in_flight: 2\n\
+             \x20 - name: audit_2\n    url: http://10.0.0.1:9000/\n    retry: {{ max_event_age: 30m }}\n\
+             delivery:\n  max_pending_events: 1_000\n  shutdown_timeout: 3s\n  max_in_flight: 8\n  \
+             retry:\n    delays: [0s, 7s]\n    max_event_age: 1h\n\
              monitor:\n  interval: 500ms\n  connect_threshold: 4m\n  interfaces: [wg0, \"wg*\"]\n  \
              exclude: [wg-test*]\n  backend: simulated\n  scenario: scenario.yaml\n  \
              announce_on_start: all\n  endpoint_updates: false\n  uapi_dirs: [/run/wg, rel]\n  \
@@ -2656,6 +2885,41 @@ mod tests {
         assert_eq!(config.webhooks[0].timeout, Duration::from_secs(90));
         assert_eq!(config.webhooks[1].secret, None);
         assert_eq!(config.webhooks[1].timeout, DEFAULT_WEBHOOK_TIMEOUT);
+        let secs = Duration::from_secs;
+        assert_eq!(
+            config.delivery,
+            DeliverySettings {
+                max_pending_events: 1000,
+                shutdown_timeout: secs(3),
+                max_in_flight: 8,
+                retry: RetrySettings {
+                    delays: vec![secs(0), secs(7)],
+                    max_event_age: secs(3600),
+                },
+            }
+        );
+        let [ops, audit] = &config.webhooks[..] else {
+            panic!("two webhooks expected")
+        };
+        assert_eq!(ops.events, ["peer.connect", "interface.*"]);
+        assert_eq!(
+            (
+                ops.retry.delays.as_slice(),
+                ops.retry.max_event_age,
+                ops.max_in_flight
+            ),
+            ([secs(1), secs(60)].as_slice(), secs(7200), 2)
+        );
+        // Keys a webhook leaves out come from the delivery section.
+        assert!(audit.events.is_empty());
+        assert_eq!(
+            (
+                audit.retry.delays.as_slice(),
+                audit.retry.max_event_age,
+                audit.max_in_flight
+            ),
+            ([secs(0), secs(7)].as_slice(), secs(1800), 8)
+        );
         let m = &config.monitor;
         assert_eq!(m.interval, Duration::from_millis(500));
         assert_eq!(m.connect_threshold, Duration::from_secs(240));
@@ -2693,6 +2957,45 @@ mod tests {
         let filter = config.filter();
         assert!(filter.allows("wg0") && filter.allows("wg7"));
         assert!(!filter.allows("wg-test1") && !filter.allows("eth0"));
+    }
+
+    #[test]
+    fn delivery_defaults_and_webhook_overrides() {
+        let config = ok("webhooks:\n  - name: a\n    url: https://a.example\n  \
+             - name: b\n    url: https://b.example\n    max_in_flight: 1\n    \
+             retry: { delays: [10s] }\n");
+        let d = &config.delivery;
+        assert_eq!(d.max_pending_events, 100_000);
+        assert_eq!(d.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(d.max_in_flight, 16);
+        assert_eq!(d.retry.max_event_age, Duration::from_secs(72 * 3600));
+        assert_eq!(d.retry.delays, DEFAULT_RETRY_DELAYS);
+        assert_eq!(DEFAULT_RETRY_DELAYS[1], Duration::from_secs(5));
+        assert_eq!(DEFAULT_RETRY_DELAYS[8], Duration::from_secs(4 * 3600));
+        let [a, b] = &config.webhooks[..] else {
+            panic!("two webhooks expected")
+        };
+        assert_eq!((a.max_in_flight, &a.retry), (16, &d.retry));
+        assert_eq!(b.max_in_flight, 1);
+        assert_eq!(b.retry.delays, [Duration::from_secs(10)]);
+        assert_eq!(
+            b.retry.max_event_age, d.retry.max_event_age,
+            "a key left out of a webhook's retry keeps the delivery one"
+        );
+        // The webhook's own keys override a delivery section that is set.
+        let config = ok(
+            "delivery:\n  max_in_flight: 3\n  retry: { max_event_age: 1h }\n\
+             webhook:\n  url: https://a.example\n  retry: { delays: [1s] }\n",
+        );
+        let hook = &config.webhooks[0];
+        assert_eq!(hook.max_in_flight, 3);
+        assert_eq!(
+            hook.retry,
+            RetrySettings {
+                delays: vec![Duration::from_secs(1)],
+                max_event_age: Duration::from_secs(3600),
+            }
+        );
     }
 
     #[test]
@@ -2792,7 +3095,7 @@ mod tests {
         let table: Vec<(String, Vec<String>)> = vec![
             (
                 "colour: blue\n".into(),
-                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers, delivery, metrics, log)")],
+                vec![format!("{f}:1: colour: unknown key (known keys: webhook, webhooks, monitor, peers, interfaces, delivery, metrics, log)")],
             ),
             (
                 "webhok:\n  url: https://x.example\n".into(),
@@ -2955,7 +3258,7 @@ mod tests {
             (
                 "- webhook\n".into(),
                 vec![format!(
-                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, delivery, metrics, log, found a list"
+                    "{f}:1: the file must be a mapping of webhook, webhooks, monitor, peers, interfaces, delivery, metrics, log, found a list"
                 )],
             ),
             (
@@ -2973,7 +3276,7 @@ mod tests {
             (
                 "webhook:\n  url: not a url\n".into(),
                 vec![format!(
-                    "{f}:2: webhook.url: invalid URL \"not a url\": relative URL without a base \
+                    "{f}:2: webhook.url: invalid URL: relative URL without a base \
                      (use e.g. https://example.com/hook)"
                 )],
             ),
@@ -3142,6 +3445,96 @@ mod tests {
         assert!(errors
             .to_string()
             .starts_with("/etc/wghook/wghook.yaml:2: webhook.url: invalid URL"));
+    }
+
+    /// Regression (audit): an unparseable URL was quoted whole, after
+    /// `${VAR}` substitution, credentials and secret paths included.
+    #[test]
+    fn unparseable_urls_quote_only_scheme_and_host() {
+        let lookup = |name: &str| match name {
+            "HOOK" => Ok("https://admin:s3cr3t@[bad/x".to_string()),
+            _ => Err(VarError::NotPresent),
+        };
+        let errors = |text: &str| -> Vec<String> {
+            match compile_text(text, Path::new("f.yaml"), &lookup, false) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => e.0.iter().map(ToString::to_string).collect(),
+            }
+        };
+        let hint = "(use e.g. https://example.com/hook)";
+        for (url, want) in [
+            (
+                "${HOOK}".to_string(),
+                format!("f.yaml:2: webhook.url: invalid URL: invalid IPv6 address {hint}"),
+            ),
+            (
+                "https://hooks.slack.com:99999/services/T0/B0/s3cr3t?token=s3cr3t".into(),
+                format!(
+                    "f.yaml:2: webhook.url: invalid URL \"https://hooks.slack.com\": \
+                     invalid port number {hint}"
+                ),
+            ),
+            (
+                "HTTPS://u:s3cr3t@Hooks.example.com:1x/s3cr3t".into(),
+                format!(
+                    "f.yaml:2: webhook.url: invalid URL \"https://Hooks.example.com\": \
+                     invalid port number {hint}"
+                ),
+            ),
+            (
+                "https://[fd00::1]:70000/s3cr3t".into(),
+                format!(
+                    "f.yaml:2: webhook.url: invalid URL \"https://[fd00::1]\": invalid port number {hint}"
+                ),
+            ),
+            (
+                "s3cr3t token".into(),
+                format!("f.yaml:2: webhook.url: invalid URL: relative URL without a base {hint}"),
+            ),
+            (
+                "https://s3cr3t host/x".into(),
+                format!("f.yaml:2: webhook.url: invalid URL: invalid international domain name {hint}"),
+            ),
+        ] {
+            let text = format!("webhook:\n  url: \"{url}\"\n");
+            assert_eq!(errors(&text), [want], "for {url}");
+        }
+        // The token URL of oauth2 goes through the same check.
+        let text = "webhook:\n  url: https://x.example\n  auth:\n    oauth2:\n      \
+                    token_url: \"https://id:s3cr3t@idp.example.com:0x/t?k=s3cr3t\"\n      \
+                    client_id: a\n      client_secret: b\n";
+        assert_eq!(
+            errors(text),
+            [format!(
+                "f.yaml:5: webhook.auth.oauth2.token_url: invalid URL \"https://idp.example.com\": \
+                 invalid port number {hint}"
+            )]
+        );
+    }
+
+    /// Regression (audit): `Debug` of a webhook printed its URL whole.
+    #[test]
+    fn debug_shows_urls_without_userinfo_path_or_query() {
+        let config = ok(
+            "webhooks:\n  - name: slack\n    url: \"https://u:pw-s3cr3t@hooks.slack.com/services/T0/B0/s3cr3t?k=s3cr3t#s3cr3t\"\n  \
+             - name: plain\n    url: http://[fd00::1]:8080/\n    \
+             auth: { oauth2: { token_url: \"https://idp.example.com/t/s3cr3t\", client_id: a, client_secret: b } }\n",
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(
+            debug.contains("url: \"https://hooks.slack.com/…\""),
+            "{debug}"
+        );
+        assert!(debug.contains("url: \"http://[fd00::1]:8080/\""), "{debug}");
+        assert!(
+            debug.contains("token_url: \"https://idp.example.com/…\""),
+            "{debug}"
+        );
+        assert_eq!(
+            redacted_url(&reqwest::Url::parse("https://h.example:8443").unwrap()),
+            "https://h.example:8443/"
+        );
     }
 
     #[test]
@@ -3409,6 +3802,57 @@ mod tests {
         assert_eq!(config.monitor.interval, DEFAULT_INTERVAL);
     }
 
+    /// Every key the compiler knows, by section, for the documentation test.
+    const ALL_KEY_LISTS: &[(&str, &[&str])] = &[
+        ("top level", TOP_KEYS),
+        ("webhook", WEBHOOK_KEYS),
+        ("webhook.auth", AUTH_KEYS),
+        ("webhook.auth.basic", BASIC_KEYS),
+        ("webhook.auth.oauth2", OAUTH2_KEYS),
+        ("delivery", DELIVERY_KEYS),
+        ("retry", RETRY_KEYS),
+        ("monitor", MONITOR_KEYS),
+        ("peers.KEY", PEER_KEYS),
+        ("interfaces.NAME", INTERFACE_KEYS),
+        ("metrics", METRICS_KEYS),
+        ("log", LOG_KEYS),
+    ];
+
+    /// Regression (audit): the shipped example lacked `metrics:` and `log:`.
+    /// It is the reference the man page points at, so every key the
+    /// compiler accepts must appear in it (as `key:`, active or commented).
+    #[test]
+    fn the_shipped_example_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/wghook.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mentions = |key: &str| {
+            text.match_indices(&format!("{key}:")).any(|(i, _)| {
+                !text[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        };
+        let mut missing = Vec::new();
+        for (section, keys) in ALL_KEY_LISTS {
+            for key in *keys {
+                if !mentions(key) {
+                    missing.push(format!("{section}: {key}"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "config/wghook.yaml lacks {missing:?}");
+        // Top-level keys start a line, active or commented out.
+        for key in TOP_KEYS {
+            assert!(
+                text.lines()
+                    .any(|l| l.starts_with(&format!("{key}:"))
+                        || l.starts_with(&format!("# {key}:"))),
+                "config/wghook.yaml has no top-level {key}:"
+            );
+        }
+    }
+
     #[test]
     fn ping_checks_and_peer_labels_are_read() {
         let config = ok(&format!(
@@ -3436,6 +3880,39 @@ mod tests {
         assert!(!config.monitor.ping_checks);
         assert_eq!(config.monitor.ping_interval, DEFAULT_PING_INTERVAL);
         assert!(config.ping_addresses.is_empty());
+    }
+
+    /// Regression (audit): `interface.display_name` was promised, but no key
+    /// set it.
+    #[test]
+    fn the_interfaces_map_names_interfaces() {
+        let config =
+            ok("interfaces:\n  wg0: { name: Office VPN }\n  wg1: {}\n  wg2: { name: \"\" }\n");
+        assert_eq!(
+            config.interface_names(),
+            HashMap::from([("wg0".to_string(), "Office VPN".to_string())])
+        );
+        assert_eq!(config.interface_labels.len(), 3);
+        assert!(ok("").interface_names().is_empty());
+        assert_eq!(
+            error_lines(
+                "interfaces:\n  \"wg*\": { name: a }\n  averylonginterfacename: { name: b }\n  \
+                 wg0: { nme: c }\n  wg1: { name: [d] }\n  wg2: office\n  wg1: { name: e }\n"
+            ),
+            [
+                format!(
+                    "{DEFAULT_PATH}:2: interfaces.\"wg*\": invalid interface name (an exact name, not a pattern)"
+                ),
+                format!(
+                    "{DEFAULT_PATH}:3: interfaces.\"averylonginterfacename\": invalid interface name \
+                     (interface names are at most 15 characters)"
+                ),
+                format!("{DEFAULT_PATH}:4: interfaces.\"wg0\".nme: unknown key (did you mean name?)"),
+                format!("{DEFAULT_PATH}:5: interfaces.\"wg1\".name: expected a string, found a list"),
+                format!("{DEFAULT_PATH}:6: interfaces.\"wg2\": expected a mapping, found a single value"),
+                format!("{DEFAULT_PATH}:7: interfaces.\"wg1\": duplicate key (first at line 5)"),
+            ]
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub clock: Clock,
     /// Stop by itself after this many polls (the demo).
     pub max_polls: Option<u64>,
+    /// The log level when neither the configuration nor a flag sets one
+    /// (`None`: info). The demo keeps its log to warnings.
+    pub default_log_level: Option<&'static str>,
 }
 
 /// The host name stamped on events: configured, else the kernel's.
@@ -56,9 +59,12 @@ pub fn host_name(config: &Config) -> String {
     if let Some(host) = &config.monitor.host {
         return host.clone();
     }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
+    // gethostname(2) rather than /proc/sys/kernel/hostname: the shipped unit's
+    // ProcSubset=pid hides /proc/sys.
+    nix::unistd::gethostname()
         .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
 }
@@ -86,6 +92,7 @@ pub async fn build_backend(config: &Config) -> anyhow::Result<Box<dyn Backend>> 
 pub fn render_context(config: &Config) -> RenderContext {
     RenderContext {
         peer_labels: config.peers.clone(),
+        interface_names: config.interface_names(),
         ..RenderContext::default()
     }
 }
@@ -96,6 +103,10 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // SIGHUP's default action ends the process: take it over before the
+    // (possibly slow) start. tokio keeps the handler installed for good; a
+    // SIGHUP before the loop runs is simply not acted on.
+    let _early_hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let backend = build_backend(&config).await?;
     run_with_backend(config, backend, options, shutdown).await
 }
@@ -112,7 +123,10 @@ pub async fn run_with_backend(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics_server = MetricsServer::start(&config).await?;
-    let mut daemon = Daemon::start(config, backend, metrics_server.metrics.clone())?;
+    let log_level = options.default_log_level.unwrap_or("info");
+    let mut daemon = Daemon::start(config, backend, metrics_server.metrics.clone(), log_level)?;
+    // Shared with the reload below, which borrows the daemon while it waits.
+    let notifier = daemon.notifier.clone();
     let mut watchdog = watchdog_interval().map(|every| {
         // Already half of WATCHDOG_USEC, as systemd recommends.
         let mut t = tokio::time::interval(every);
@@ -131,7 +145,23 @@ pub async fn run_with_backend(
             _ = &mut shutdown => break Ok(()),
             Some(()) = recv_opt(&mut hangup) => {
                 let interval = daemon.config.monitor.interval;
-                if let Err(e) = daemon.reload().await {
+                // A reload waits for the old webhooks' in-flight requests
+                // (up to shutdown_timeout): keep the watchdog fed meanwhile.
+                let reloaded = {
+                    let reload = daemon.reload();
+                    tokio::pin!(reload);
+                    loop {
+                        tokio::select! {
+                            r = &mut reload => break r,
+                            _ = tick_opt(&mut watchdog) => {
+                                if let Some(n) = &notifier {
+                                    n.watchdog();
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = reloaded {
                     break Err(e);
                 }
                 if daemon.config.monitor.interval != interval {
@@ -186,6 +216,9 @@ impl MetricsServer {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} for metrics (metrics.listen)"))?;
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "metrics served at http://{addr}/metrics");
+        }
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let served = metrics.clone();
         let task = tokio::spawn(async move {
@@ -223,7 +256,9 @@ struct Daemon {
     store: Arc<Mutex<Store>>,
     metrics: Option<Metrics>,
     delivery: Delivery,
-    notifier: Option<Notifier>,
+    notifier: Option<Arc<Notifier>>,
+    /// The default log level (a reload re-applies it when `log.level` goes).
+    log_level: &'static str,
     /// The tracker state after the last committed poll (or the saved one).
     state: Option<State>,
     polls: u64,
@@ -235,9 +270,10 @@ impl Daemon {
         config: Config,
         backend: Box<dyn Backend>,
         metrics: Option<Metrics>,
+        log_level: &'static str,
     ) -> anyhow::Result<Self> {
         let _ =
-            crate::logging::apply_config(config.log.level.as_deref(), config.log.format, "info");
+            crate::logging::apply_config(config.log.level.as_deref(), config.log.format, log_level);
         let host = host_name(&config);
         let pinger = start_pinger(&config)?;
         let store = Store::open(&config.monitor.state_dir)?;
@@ -272,7 +308,8 @@ impl Daemon {
             store,
             metrics,
             delivery,
-            notifier: Notifier::from_env(),
+            notifier: Notifier::from_env().map(Arc::new),
+            log_level,
             state: saved,
             polls: 0,
             ready: false,
@@ -280,9 +317,10 @@ impl Daemon {
     }
 
     /// One poll: read, track, commit to the outbox, then metrics and
-    /// sd_notify. A failed read is logged and skipped (the state untouched);
-    /// only an outbox that cannot be written is fatal.
-    async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+    /// sd_notify. A failed read, or an outbox that cannot be written, is
+    /// logged and the poll skipped (the state as last committed). Returns
+    /// the number of events committed.
+    async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         self.polls += 1;
         let started = std::time::Instant::now();
         let snapshot = match self.backend.poll(now, &self.filter).await {
@@ -292,7 +330,7 @@ impl Daemon {
                 if let Some(m) = &self.metrics {
                     m.poll_error();
                 }
-                return Ok(());
+                return Ok(0);
             }
         };
         let prev = self.state.take();
@@ -318,15 +356,29 @@ impl Daemon {
         for event in &events {
             log_event(event);
         }
+        let events_len = events.len();
         if let Some(m) = &self.metrics {
             m.events(&events);
         }
-        // Without a durable outbox nothing can be promised: stop, and let the
-        // service manager restart us (the saved state is the last committed
-        // poll, so nothing is missed).
-        self.delivery
-            .commit(events, &next, &changes)
-            .context("cannot write to the outbox")?;
+        // Events exist only once committed. If the outbox cannot be written
+        // (disk full, database locked by a long `wghook outbox` command),
+        // this poll is dropped: the tracker goes back to the state last
+        // committed, and the next poll derives the same changes again.
+        if let Err(e) = self.delivery.commit(events, &next, &changes) {
+            tracing::error!(
+                error = %e,
+                "cannot write to the outbox; this poll is dropped and the next one reports its changes"
+            );
+            if let Some(m) = &self.metrics {
+                m.poll_error();
+            }
+            let restored = lock_store(&self.store)
+                .load_state()
+                .context("cannot read the tracker state back from the outbox")?;
+            self.state = restored;
+            return Ok(0);
+        }
+        let committed = events_len;
         let queues = self.delivery.queues();
         if let Some(m) = &self.metrics {
             m.observe_poll(started.elapsed(), &snapshot, &next, &self.config.peers);
@@ -351,7 +403,7 @@ impl Daemon {
             ));
         }
         self.state = Some(next);
-        Ok(())
+        Ok(committed)
     }
 
     /// SIGHUP: re-reads the file; keeps running on the old configuration if
@@ -363,7 +415,10 @@ impl Daemon {
         }
         let result = self.apply(crate::config::load(&self.config.path)).await;
         if let Some(n) = &self.notifier {
-            n.ready();
+            // READY means "first poll done": a reload before it must not say so.
+            if self.ready {
+                n.ready();
+            }
         }
         result
     }
@@ -379,20 +434,34 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, "info");
+        // Everything that can fail is built before anything changes, so a
+        // failed reload leaves the running configuration whole.
         let old = &self.config.monitor;
-        if new.monitor.backend != old.backend
+        let backend = if new.monitor.backend != old.backend
             || new.monitor.scenario != old.scenario
             || new.monitor.uapi_dirs != old.uapi_dirs
             || new.monitor.uapi_timeout != old.uapi_timeout
         {
             match build_backend(&new).await {
-                Ok(b) => self.backend = b,
+                Ok(b) => Some(b),
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "reload failed: the new backend cannot start; keeping the running configuration");
                     return Ok(());
                 }
             }
+        } else {
+            None
+        };
+        let senders = match build_senders(&new) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "reload failed: cannot set up the new webhooks; keeping the running configuration");
+                return Ok(());
+            }
+        };
+        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, self.log_level);
+        if let Some(b) = backend {
+            self.backend = b;
         }
         if new.monitor.state_dir != self.config.monitor.state_dir
             || new.metrics != self.config.metrics
@@ -403,14 +472,14 @@ impl Daemon {
         // (and re-enables webhooks disabled by a 410, and re-queued dead
         // letters). The old one finishes its in-flight requests first, so
         // nothing is sent twice at once.
-        let idle = Delivery::start(
-            Arc::clone(&self.store),
-            Vec::new(),
-            &self.config.delivery,
-            None,
-        )?;
+        let idle = Delivery::idle(Arc::clone(&self.store), &self.config.delivery)?;
         std::mem::replace(&mut self.delivery, idle).shutdown().await;
-        self.delivery = match start_delivery(&new, &self.store, self.metrics.clone()) {
+        self.delivery = match Delivery::start(
+            Arc::clone(&self.store),
+            senders,
+            &new.delivery,
+            self.metrics.clone(),
+        ) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "reload failed: cannot start the new webhooks; keeping the running configuration");
@@ -484,24 +553,33 @@ fn start_pinger(config: &Config) -> anyhow::Result<Option<Pinger>> {
     Ok(Some(pinger))
 }
 
+/// A sender for every configured webhook.
+fn build_senders(config: &Config) -> anyhow::Result<Vec<(crate::config::Webhook, HttpSender)>> {
+    let ctx = render_context(config);
+    Ok(config
+        .webhooks
+        .iter()
+        .map(|hook| HttpSender::new(hook, ctx.clone()).map(|s| (hook.clone(), s)))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Senders for every configured webhook, and their delivery tasks.
 fn start_delivery(
     config: &Config,
     store: &Arc<Mutex<Store>>,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<Delivery> {
-    let ctx = render_context(config);
-    let senders = config
-        .webhooks
-        .iter()
-        .map(|hook| HttpSender::new(hook, ctx.clone()).map(|s| (hook.clone(), s)))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Delivery::start(
         Arc::clone(store),
-        senders,
+        build_senders(config)?,
         &config.delivery,
         metrics,
     )?)
+}
+
+/// The store, also after a thread panicked holding it (its data is SQLite's).
+fn lock_store(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn recv_opt(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
@@ -535,11 +613,20 @@ fn log_event(event: &Event) {
     );
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called (inside the runtime), not when the future is first polled, so a
+/// signal during the start is not fatal but a clean stop.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
+    async move { wait_for_shutdown(term, int).await }
+}
+
+async fn wait_for_shutdown(
+    term: std::io::Result<tokio::signal::unix::Signal>,
+    int: std::io::Result<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
@@ -551,5 +638,174 @@ pub async fn shutdown_signal() {
             // Signal handlers could not be installed; Ctrl-C is the best we can do.
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::os::unix::net::UnixDatagram;
+    use std::path::Path;
+
+    use super::*;
+    use crate::backend::{BackendError, InterfaceFilter, PollFuture};
+    use crate::model::{DriverKind, Interface, Peer, PublicKey, Snapshot};
+
+    /// A backend playing a fixed list of poll results (the last repeats).
+    struct Script(VecDeque<Result<Snapshot, String>>);
+
+    impl Backend for Script {
+        fn name(&self) -> &'static str {
+            "script"
+        }
+        fn poll<'a>(&'a mut self, _: DateTime<Utc>, _: &'a InterfaceFilter) -> PollFuture<'a> {
+            let next = if self.0.len() > 1 {
+                self.0.pop_front()
+            } else {
+                self.0.front().cloned()
+            };
+            Box::pin(async move {
+                match next.unwrap_or_else(|| Ok(Snapshot::default())) {
+                    Ok(s) => Ok(s),
+                    Err(e) => Err(BackendError::Io {
+                        context: "scripted".into(),
+                        source: std::io::Error::other(e),
+                    }),
+                }
+            })
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+    }
+
+    /// `wg0` with one peer whose latest handshake is at `hs` (if any).
+    fn snapshot(hs: Option<i64>) -> Snapshot {
+        Snapshot {
+            interfaces: vec![Interface {
+                name: "wg0".into(),
+                public_key: Some(PublicKey([200; 32])),
+                listen_port: 51820,
+                driver: DriverKind::Userspace,
+                peers: vec![Peer {
+                    public_key: PublicKey([1; 32]),
+                    allowed_ips: vec!["10.8.0.1/32".parse().expect("valid")],
+                    last_handshake: hs.map(at),
+                    ..Peer::default()
+                }],
+                ..Interface::default()
+            }],
+            unreadable: Vec::new(),
+        }
+    }
+
+    fn unreadable() -> Snapshot {
+        Snapshot {
+            interfaces: Vec::new(),
+            unreadable: vec!["wg0".into()],
+        }
+    }
+
+    /// A daemon on `script`, with its configuration file and state in `dir`.
+    fn daemon(dir: &Path, script: Vec<Result<Snapshot, String>>) -> Daemon {
+        let path = dir.join("wghook.yaml");
+        let text = format!(
+            "monitor:\n  backend: userspace\n  state_dir: {}\n",
+            dir.join("state").display()
+        );
+        std::fs::write(&path, text).expect("write config");
+        let config = crate::config::load(&path).expect("valid config");
+        Daemon::start(config, Box::new(Script(script.into())), None, "info").expect("starts")
+    }
+
+    /// A notification socket the daemon talks to, and the test reads.
+    fn notify_socket(dir: &Path, daemon: &mut Daemon) -> UnixDatagram {
+        let path = dir.join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind");
+        socket.set_nonblocking(true).expect("nonblocking");
+        daemon.notifier = Notifier::from_socket(path.as_os_str()).map(Arc::new);
+        assert!(daemon.notifier.is_some());
+        socket
+    }
+
+    fn received(socket: &UnixDatagram) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn ready_is_sent_after_the_first_successful_poll_and_not_by_an_early_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = daemon(
+            dir.path(),
+            vec![Err("no socket yet".into()), Ok(snapshot(Some(0)))],
+        );
+        let socket = notify_socket(dir.path(), &mut d);
+
+        assert_eq!(d.poll(at(1)).await.expect("poll"), 0);
+        d.reload().await.expect("reload");
+        let early = received(&socket);
+        assert!(early.iter().all(|m| !m.contains("READY=1")), "{early:?}");
+        assert!(early.iter().any(|m| m.starts_with("RELOADING=1")), "{early:?}");
+
+        assert_eq!(d.poll(at(2)).await.expect("poll"), 1, "the connect");
+        let after = received(&socket);
+        assert_eq!(after.first().map(String::as_str), Some("READY=1"), "{after:?}");
+        assert!(
+            after.iter().any(|m| m.starts_with("STATUS=watching 1 interface, 1 peers (1 connected)")),
+            "{after:?}"
+        );
+
+        d.reload().await.expect("reload");
+        let reloaded = received(&socket);
+        assert_eq!(reloaded.last().map(String::as_str), Some("READY=1"), "{reloaded:?}");
+    }
+
+    #[tokio::test]
+    async fn failed_polls_and_unreadable_interfaces_keep_the_state_and_the_loop_going() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = daemon(
+            dir.path(),
+            vec![
+                Ok(snapshot(Some(0))),
+                Err("socket vanished".into()),
+                Ok(unreadable()),
+                Ok(snapshot(Some(0))),
+                Ok(snapshot(None)),
+            ],
+        );
+        assert_eq!(d.poll(at(1)).await.expect("poll"), 1, "first start: connect");
+        assert_eq!(d.poll(at(2)).await.expect("poll"), 0, "failed poll: nothing");
+        assert_eq!(d.poll(at(3)).await.expect("poll"), 0, "unreadable: no delete");
+        assert_eq!(d.poll(at(4)).await.expect("poll"), 0, "back: nothing new");
+        assert_eq!(d.state.as_ref().map(State::connected_count), Some(1));
+        // A handshake that goes back to "never" is a reset of the peer
+        // (removed and re-added): it is still reported, so the loop is alive.
+        assert!(d.poll(at(5)).await.expect("poll") > 0);
+    }
+
+    #[tokio::test]
+    async fn a_poll_the_outbox_cannot_take_is_reported_again_by_the_next_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = daemon(
+            dir.path(),
+            vec![Ok(snapshot(None)), Ok(snapshot(Some(10))), Ok(snapshot(Some(10)))],
+        );
+        assert_eq!(d.poll(at(1)).await.expect("poll"), 0, "baseline, nothing connected");
+
+        // Another process holds the database's write lock past the busy timeout.
+        let db = dir.path().join("state").join("wghook.db");
+        let blocker = rusqlite::Connection::open(&db).expect("open db");
+        blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        assert_eq!(d.poll(at(11)).await.expect("not fatal"), 0, "dropped");
+        blocker.execute_batch("ROLLBACK").expect("unlock");
+
+        assert_eq!(d.poll(at(12)).await.expect("poll"), 1, "the connect, once");
+        assert_eq!(d.state.as_ref().map(State::connected_count), Some(1));
     }
 }

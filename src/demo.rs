@@ -116,6 +116,7 @@ async fn run_in(scenario: &Scenario, scenario_path: &Path) -> anyhow::Result<usi
             step: STEP,
         },
         max_polls: Some(polls),
+        default_log_level: Some("warn"),
     };
     daemon::run(cfg, options, std::future::pending()).await?;
 

@@ -377,8 +377,18 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> fmt::Result {
-        writer.write_str(priority(*event.metadata().level()))?;
-        self.inner.format_event(ctx, writer, event)
+        // journald reads the priority per line: a message spanning lines
+        // (a reload's list of config errors) gets it on every line, so
+        // `journalctl -p warning` shows all of them.
+        let mut line = String::new();
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        let prefix = priority(*event.metadata().level());
+        for part in line.lines() {
+            writer.write_str(prefix)?;
+            writer.write_str(part)?;
+            writer.write_char('\n')?;
+        }
+        Ok(())
     }
 }
 
@@ -446,6 +456,22 @@ mod tests {
                 format!("<7>{target}: noise"),
             ]
         );
+    }
+
+    #[test]
+    fn every_line_of_a_multi_line_journald_message_carries_the_priority() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(output_layer_to(Concrete::Journald, false, buffer.clone()))
+            .with(EnvFilter::new("trace"));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!("reload failed:\nfirst error\nsecond error");
+        });
+        let out = buffer.text();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines.iter().all(|l| l.starts_with("<3>")), "{out}");
+        assert_eq!(lines[2], "<3>second error");
     }
 
     #[test]

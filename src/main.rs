@@ -1,10 +1,12 @@
 //! The `wghook` binary: parse the command line, start logging, run, and turn
-//! an error into an exit code with its whole cause chain.
+//! an error into an exit code with its whole cause chain (printed with a
+//! `<3>` journal priority when stderr is the journal, see
+//! [`wghook::cli::print_error`]).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use wghook::cli::{Cli, Command};
+use wghook::cli::{print_error, Cli, Command};
 use wghook::logging;
 
 fn main() -> ExitCode {
@@ -15,20 +17,20 @@ fn main() -> ExitCode {
         _ => "info",
     };
     if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref(), default_level) {
-        eprintln!("error: {e}");
+        print_error(&e.to_string());
         return ExitCode::from(2);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            print_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(wghook::cli::execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            print_error(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -120,7 +120,7 @@ impl Metrics {
         let poll_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register_with_unit(
             "wghook_poll_duration",
-            "Time one poll of the interfaces took (failed polls included)",
+            "Time one successful poll took: read, track and commit (failed polls count in wghook_poll_errors_total)",
             Unit::Seconds,
             poll_duration.clone(),
         );
@@ -692,6 +692,7 @@ mod tests {
             endpoint_updates: true,
             announce_on_start: Announce::Connected,
             host: "test".to_string(),
+            filter: Default::default(),
         }
     }
 

@@ -18,12 +18,13 @@
 //! The state is small and serialisable (versioned) so the outbox can persist
 //! it with the events it produced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::backend::InterfaceFilter;
 use crate::event::{ChangedField, Entity, Event, EventKind, InterfaceInfo, PeerInfo, Session};
 use crate::model::{Interface, Peer, PingStatus, Pings, PublicKey, Snapshot};
 
@@ -33,10 +34,18 @@ use crate::model::{Interface, Peer, PingStatus, Pings, PublicKey, Snapshot};
 /// by key: backends that list peers in a stable order (the kernel does) let
 /// the tracker walk both lists side by side, sequentially in memory, instead
 /// of one random hash lookup per peer. Serialised as a map by key.
+///
+/// Backends that list peers in a new order on every poll (wireguard-go uses
+/// Go map order) defeat that; rebuilding the list for an order that will not
+/// last costs more than the lookups, so the list is only put in the
+/// snapshot's order when its set of peers changed or the order looked
+/// stable (the previous poll matched it).
 #[derive(Debug, Clone, Default)]
 pub struct PeerMap {
     list: Vec<PeerState>,
     index: HashMap<PublicKey, u32, KeyHash>,
+    /// The last poll listed the peers in another order than the list's.
+    disordered: bool,
 }
 
 impl PeerMap {
@@ -44,6 +53,7 @@ impl PeerMap {
         PeerMap {
             list: Vec::with_capacity(n),
             index: HashMap::with_capacity_and_hasher(n, KeyHash),
+            disordered: false,
         }
     }
 
@@ -63,7 +73,8 @@ impl PeerMap {
         self.index.get(key).map(|&i| &mut self.list[i as usize])
     }
 
-    /// Position of `key`, trying `hint` (its place in the snapshot) first.
+    /// Position of `key`, trying `hint` (where the previous key's successor
+    /// is) first.
     fn position(&self, key: &PublicKey, hint: usize) -> Option<usize> {
         match self.list.get(hint) {
             Some(p) if p.peer.public_key == *key => Some(hint),
@@ -246,6 +257,11 @@ pub struct Settings {
     pub announce_on_start: Announce,
     /// Host name stamped on every event.
     pub host: String,
+    /// The interfaces watched (`monitor.interfaces` minus `monitor.exclude`).
+    /// Backends apply it too; the tracker needs it to tell an interface that
+    /// left the filter from a deleted one, and one that entered it from a
+    /// created one.
+    pub filter: InterfaceFilter,
 }
 
 /// Everything the tracker remembers between polls.
@@ -254,6 +270,15 @@ pub struct State {
     pub version: u32,
     /// By interface name.
     pub interfaces: BTreeMap<String, InterfaceState>,
+    /// The filter the state was built under; `None` for a state saved by an
+    /// older wghook (taken to be the current filter).
+    #[serde(default)]
+    pub filter: Option<InterfaceFilter>,
+    /// Interfaces seen only unreadable so far where a first start (or a
+    /// filter change) would have baselined them: when they become readable
+    /// they are baselined per `announce_on_start`, not reported as created.
+    #[serde(default)]
+    pub unbaselined: BTreeSet<String>,
 }
 
 /// What the tracker remembers of one interface.
@@ -293,6 +318,8 @@ impl State {
         State {
             version: STATE_VERSION,
             interfaces: BTreeMap::new(),
+            filter: None,
+            unbaselined: BTreeSet::new(),
         }
     }
 
@@ -333,6 +360,8 @@ pub struct Changes {
     pub removed_interfaces: Vec<String>,
     pub peers: Vec<(String, PublicKey)>,
     pub removed_peers: Vec<(String, PublicKey)>,
+    /// The state's filter or its unbaselined interfaces changed.
+    pub meta: bool,
 }
 
 impl Changes {
@@ -343,6 +372,7 @@ impl Changes {
             && self.removed_interfaces.is_empty()
             && self.peers.is_empty()
             && self.removed_peers.is_empty()
+            && !self.meta
     }
 }
 
@@ -406,15 +436,43 @@ pub fn track_changes_with_pings(
     settings: &Settings,
 ) -> Tracked {
     let first_start = prev.is_none();
-    let mut old = prev.unwrap_or_else(State::empty).interfaces;
+    let prev = prev.unwrap_or_else(State::empty);
+    let watched = &settings.filter;
+    // Under which filter the previous state was built: an interface that
+    // filter did not allow was never seen, so its first sight is a baseline.
+    let old_filter = if first_start {
+        None
+    } else {
+        Some(prev.filter.clone().unwrap_or_else(|| watched.clone()))
+    };
+    let baselines = |name: &str| old_filter.as_ref().is_none_or(|f| !f.allows(name));
     let mut emit = Emitter::new(now, settings, pings);
     emit.changes.all = first_start;
-    let mut next = BTreeMap::new();
+    emit.changes.meta = prev.filter.as_ref() != Some(watched);
 
+    let mut old = prev.interfaces;
+    let unwatched: Vec<String> = old
+        .keys()
+        .filter(|name| !watched.allows(name))
+        .cloned()
+        .collect();
+    for name in unwatched {
+        // Left the filter, not the host: forget it without events.
+        old.remove(&name);
+        tracing::info!(interface = %name, "interface no longer watched; forgetting its state");
+        emit.changes.removed_interfaces.push(name);
+    }
+
+    let mut next = BTreeMap::new();
     for iface in &snapshot.interfaces {
+        if !watched.allows(&iface.name) {
+            continue;
+        }
         let state = match old.remove(&iface.name) {
             Some(existing) => update_interface(existing, iface, &mut emit),
-            None if first_start => baseline_interface(iface, &mut emit),
+            None if baselines(&iface.name) || prev.unbaselined.contains(&iface.name) => {
+                baseline_interface(iface, &mut emit)
+            }
             None => new_interface(iface, &mut emit),
         };
         next.insert(iface.name.clone(), state);
@@ -427,10 +485,22 @@ pub fn track_changes_with_pings(
             vanished_interface(state, &mut emit);
         }
     }
+    // Unreadable and never seen: remember whether a first sight must be a
+    // baseline. One that vanishes before it is read is forgotten.
+    let unbaselined: BTreeSet<String> = snapshot
+        .unreadable
+        .iter()
+        .filter(|name| watched.allows(name) && !next.contains_key(*name))
+        .filter(|name| baselines(name) || prev.unbaselined.contains(*name))
+        .cloned()
+        .collect();
+    emit.changes.meta |= unbaselined != prev.unbaselined;
 
     let state = State {
         version: STATE_VERSION,
         interfaces: next,
+        filter: Some(watched.clone()),
+        unbaselined,
     };
     let changes = std::mem::take(&mut emit.changes);
     Tracked {
@@ -481,6 +551,20 @@ impl<'a> Emitter<'a> {
             .and_then(|i| i.get(key))
             .copied()
             .unwrap_or_default()
+    }
+
+    /// True when [`update_peer`] would change nothing: the peer is exactly
+    /// as last seen, its connection state did not age, and (when not
+    /// connected) its counter bases are already the current counters.
+    /// Ping checks always take the full path.
+    fn is_idle(&self, p: &PeerState, peer: &Peer) -> bool {
+        self.pings.is_none()
+            && p.peer.last_handshake == peer.last_handshake
+            && p.peer.rx_bytes == peer.rx_bytes
+            && p.peer.tx_bytes == peer.tx_bytes
+            && p.connected == is_connected(peer.last_handshake, self.now, self.threshold)
+            && (p.connected || (p.rx_base, p.tx_base) == (peer.rx_bytes, peer.tx_bytes))
+            && p.peer == *peer
     }
 
     /// When the current session started if the peer counts as connected
@@ -675,7 +759,23 @@ fn baseline_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
     if announce == Announce::All {
         emit.interface_event(&mut state, EventKind::Create, Vec::new());
     }
+    // After the first start (an interface that became readable or entered the
+    // filter) only this interface's rows are new.
+    let save = !emit.changes.all;
+    if save {
+        emit.changes.interfaces.push(iface.name.clone());
+    }
+    let mut duplicates = Duplicates::default();
     for peer in &iface.peers {
+        if state.peers.get(&peer.public_key).is_some() {
+            duplicates.note(peer.public_key);
+            continue;
+        }
+        if save {
+            emit.changes
+                .peers
+                .push((iface.name.clone(), peer.public_key));
+        }
         // The session's start is unknown: count bytes from now.
         let mut p = new_peer_state(peer, now, true);
         if announce == Announce::All {
@@ -699,6 +799,7 @@ fn baseline_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
         }
         state.peers.insert(peer.public_key, p);
     }
+    duplicates.warn(&iface.name);
     state
 }
 
@@ -711,14 +812,46 @@ fn new_interface(iface: &Interface, emit: &mut Emitter) -> InterfaceState {
     };
     emit.interface_event(&mut state, EventKind::Create, Vec::new());
     emit.changes.interfaces.push(iface.name.clone());
+    let mut duplicates = Duplicates::default();
     for peer in &iface.peers {
+        if state.peers.get(&peer.public_key).is_some() {
+            duplicates.note(peer.public_key);
+            continue;
+        }
         let p = new_peer(&state.info, peer, emit);
         emit.changes
             .peers
             .push((iface.name.clone(), peer.public_key));
         state.peers.insert(peer.public_key, p);
     }
+    duplicates.warn(&iface.name);
     state
+}
+
+/// Peers a snapshot listed more than once on one interface (malformed
+/// backend output): the first is kept, the others skipped, one warning.
+#[derive(Default)]
+struct Duplicates {
+    count: usize,
+    first: Option<PublicKey>,
+}
+
+impl Duplicates {
+    fn note(&mut self, key: PublicKey) {
+        self.count += 1;
+        self.first.get_or_insert(key);
+    }
+
+    fn warn(&self, interface: &str) {
+        if let Some(key) = self.first {
+            tracing::warn!(
+                interface = %interface,
+                peer = %key,
+                duplicates = self.count,
+                "the backend listed a peer more than once; keeping the first"
+            );
+        }
+    }
 }
 
 /// An interface gone from the host: each peer's `disconnect` (if connected)
@@ -776,11 +909,50 @@ fn update_interface(
     let mut seen = 0usize;
     let mut misplaced = 0usize;
     let mut added: Vec<&Peer> = Vec::new();
-    for (n, peer) in iface.peers.iter().enumerate() {
-        match state.peers.position(&peer.public_key, n) {
+    // Which state entries this snapshot already matched, to skip a key
+    // listed twice (and the keys added, for the same reason).
+    let mut matched = vec![false; state.peers.len()];
+    let mut added_keys: std::collections::HashSet<PublicKey, KeyHash> = Default::default();
+    let mut duplicates = Duplicates::default();
+    // Where each snapshot peer is in the state, found in one tight pass so
+    // the lookups of many peers are in flight at once. The guess is the
+    // entry after the previous peer's: right for a backend that keeps the
+    // order (the kernel) and mostly right for one that rotates it (Go map
+    // iteration starts at a random bucket).
+    let mut prev = usize::MAX;
+    let positions: Vec<Option<u32>> = iface
+        .peers
+        .iter()
+        .map(|peer| {
+            let found = state.peers.position(&peer.public_key, prev.wrapping_add(1));
+            if let Some(i) = found {
+                prev = i;
+            }
+            found.map(|i| i as u32)
+        })
+        .collect();
+    // Which of them would not change at all, in another tight pass (the
+    // state entries are random accesses when the backend shuffles).
+    let idle: Vec<bool> = iface
+        .peers
+        .iter()
+        .zip(&positions)
+        .map(|(peer, found)| {
+            found.is_some_and(|i| emit.is_idle(&state.peers.list[i as usize], peer))
+        })
+        .collect();
+    for (((n, peer), found), idle) in iface.peers.iter().enumerate().zip(positions).zip(idle) {
+        match found.map(|i| i as usize) {
             Some(i) => {
+                if std::mem::replace(&mut matched[i], true) {
+                    duplicates.note(peer.public_key);
+                    continue;
+                }
                 seen += 1;
                 misplaced += usize::from(i != n);
+                if idle {
+                    continue;
+                }
                 let p = &mut state.peers.list[i];
                 let before = Persisted::of(p);
                 update_peer(&state.info, p, peer, emit);
@@ -790,17 +962,18 @@ fn update_interface(
                         .push((iface.name.clone(), peer.public_key));
                 }
             }
+            None if !added_keys.insert(peer.public_key) => duplicates.note(peer.public_key),
             None => added.push(peer),
         }
     }
+    duplicates.warn(&iface.name);
     if seen < state.peers.len() {
-        let present: std::collections::HashSet<PublicKey, KeyHash> =
-            iface.peers.iter().map(|p| p.public_key).collect();
         let mut gone: Vec<PublicKey> = state
             .peers
             .keys()
-            .filter(|k| !present.contains(*k))
-            .copied()
+            .zip(&matched)
+            .filter(|(_, &matched)| !matched)
+            .map(|(k, _)| *k)
             .collect();
         gone.sort();
         for key in gone {
@@ -818,7 +991,9 @@ fn update_interface(
         let p = new_peer(&state.info, peer, emit);
         state.peers.insert(peer.public_key, p);
     }
-    if misplaced > 0 || reshaped {
+    // Out of order twice in a row: a backend that shuffles, do not chase it.
+    let shuffling = std::mem::replace(&mut state.peers.disordered, misplaced > 0);
+    if reshaped || (misplaced > 0 && !shuffling) {
         state
             .peers
             .reorder(iface.peers.iter().map(|p| p.public_key));
@@ -836,7 +1011,7 @@ fn new_peer(info: &InterfaceInfo, peer: &Peer, emit: &mut Emitter) -> PeerState 
         emit.connect(info, &mut p, hs);
         if !is_connected(Some(hs), now, emit.threshold) {
             // Connected and gone again before this poll saw it.
-            emit.disconnect(info, &mut p, hs + emit.threshold);
+            emit.disconnect(info, &mut p, aged_out(hs, emit.threshold));
         }
     }
     if !p.connected {
@@ -865,7 +1040,19 @@ fn session_end(
     now: DateTime<Utc>,
     threshold: TimeDelta,
 ) -> DateTime<Utc> {
-    hs.map_or(now, |hs| (hs + threshold).min(now))
+    hs.map_or(now, |hs| aged_out(hs, threshold).min(now))
+}
+
+/// When a session whose last handshake is `hs` aged out. Saturates at the
+/// latest representable time: handshake times come from the backend and a
+/// garbled one far in the future must not overflow.
+fn aged_out(hs: DateTime<Utc>, threshold: TimeDelta) -> DateTime<Utc> {
+    hs.checked_add_signed(threshold)
+        .unwrap_or(if threshold < TimeDelta::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
 }
 
 /// When a session ended that ping checks may have kept alive: as
@@ -890,12 +1077,11 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
     let ping = emit.ping(&info.name, &peer.public_key);
 
     let mut changed = Vec::new();
-    // The first endpoint a peer reports comes with its first handshake and is
-    // part of that `connect`; a change of a known endpoint is roaming.
-    if emit.settings.endpoint_updates
-        && p.peer.endpoint.is_some()
-        && p.peer.endpoint != peer.endpoint
-    {
+    // Any endpoint change is one (tracking.md): the first endpoint (set by
+    // `wg set` or learnt from the peer's first handshake), roaming, and an
+    // endpoint that disappears (the peer was re-created without one), so a
+    // receiver's copy of the endpoint is never stale.
+    if emit.settings.endpoint_updates && p.peer.endpoint != peer.endpoint {
         changed.push(ChangedField::Endpoint);
     }
     if p.peer.allowed_ips != peer.allowed_ips {
@@ -949,7 +1135,7 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
             let start = new_hs.unwrap_or(now);
             emit.connect(info, p, start);
             if !connected_now {
-                emit.disconnect(info, p, start + threshold);
+                emit.disconnect(info, p, aged_out(start, threshold));
             }
         } else if reset {
             if connected_now {
@@ -982,7 +1168,7 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
             // Connected and gone again between two polls.
             if let Some(hs) = new_hs {
                 emit.connect(info, p, hs);
-                emit.disconnect(info, p, hs + threshold);
+                emit.disconnect(info, p, aged_out(hs, threshold));
             }
         }
     }
@@ -1043,6 +1229,7 @@ mod tests {
             endpoint_updates: true,
             announce_on_start: Announce::Connected,
             host: "vpn1".into(),
+            filter: Default::default(),
         }
     }
 
@@ -1339,15 +1526,69 @@ mod tests {
     }
 
     #[test]
-    fn first_endpoint_comes_with_connect_not_update() {
+    fn first_endpoint_learnt_at_the_first_handshake_is_an_update_then_the_connect() {
         let mut fresh = peer(1, None, 0, 0);
         fresh.endpoint = None;
         let before = snap(vec![iface("wg0", vec![fresh])]);
         let after = snap(vec![iface("wg0", vec![peer(1, Some(4), 0, 0)])]);
+        let (state, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.update:1", "peer.connect:1"]);
+        assert_eq!(events[0].changed, [ChangedField::Endpoint]);
+        let endpoint = Some("198.51.100.1:51820".parse().unwrap());
+        for e in &events {
+            assert_eq!(e.peer.as_ref().unwrap().peer.endpoint, endpoint);
+        }
+        let (_, events) = track(Some(state), &after, at(10), &settings());
+        assert!(events.is_empty(), "reported once");
+    }
+
+    #[test]
+    fn endpoint_set_without_a_handshake_is_an_update() {
+        let mut fresh = peer(1, None, 0, 0);
+        fresh.endpoint = None;
+        let before = snap(vec![iface("wg0", vec![fresh])]);
+        let after = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
         let (_, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.update:1"]);
+        assert_eq!(events[0].changed, [ChangedField::Endpoint]);
+    }
+
+    #[test]
+    fn endpoint_that_disappears_is_an_update_showing_none() {
+        // A peer re-created without an endpoint between two polls.
+        let before = snap(vec![iface("wg0", vec![peer(1, None, 0, 0)])]);
+        let mut gone = peer(1, None, 0, 0);
+        gone.endpoint = None;
+        let after = snap(vec![iface("wg0", vec![gone])]);
+        let (state, events) = step(&before, 0, &after, 5);
+        assert_eq!(names(&events), ["peer.update:1"]);
+        assert_eq!(events[0].changed, [ChangedField::Endpoint]);
+        assert_eq!(events[0].peer.as_ref().unwrap().peer.endpoint, None);
+        assert_eq!(state.interfaces["wg0"].peers[&key(1)].peer.endpoint, None);
+    }
+
+    #[test]
+    fn first_endpoint_is_silent_when_endpoint_updates_are_off() {
+        let quiet = Settings {
+            endpoint_updates: false,
+            ..settings()
+        };
+        let mut fresh = peer(1, None, 0, 0);
+        fresh.endpoint = None;
+        let before = snap(vec![iface("wg0", vec![fresh])]);
+        let (state, _) = track(None, &before, at(0), &quiet);
+        let after = snap(vec![iface("wg0", vec![peer(1, Some(4), 0, 0)])]);
+        let (state, events) = track(Some(state), &after, at(5), &quiet);
         assert_eq!(names(&events), ["peer.connect:1"]);
-        let shown = events[0].peer.as_ref().unwrap().peer.endpoint;
-        assert_eq!(shown, Some("198.51.100.1:51820".parse().unwrap()));
+        let mut gone = peer(1, Some(4), 0, 0);
+        gone.endpoint = None;
+        let (_, events) = track(
+            Some(state),
+            &snap(vec![iface("wg0", vec![gone])]),
+            at(9),
+            &quiet,
+        );
+        assert!(events.is_empty(), "{:?}", names(&events));
     }
 
     #[test]
@@ -1436,6 +1677,352 @@ mod tests {
         assert!(state.is_peer_connected("wg0", &key(1)));
         let (_, events) = track(Some(state), &s, at(10), &settings());
         assert!(events.is_empty(), "nothing reported twice");
+    }
+
+    /// Regression: `last_handshake_time_sec=8210266876700` (99 s before
+    /// chrono's last instant) then the peer vanishing made `hs + threshold`
+    /// panic. Every path that derives a time from a handshake saturates.
+    #[test]
+    fn handshakes_at_the_end_of_time_do_not_overflow() {
+        let reported = DateTime::from_timestamp(8_210_266_876_700, 0).unwrap();
+        let extremes = [reported, DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC];
+        let thresholds = [TimeDelta::seconds(180), TimeDelta::MAX];
+        for hs in extremes {
+            for threshold in thresholds {
+                let s = Settings {
+                    connect_threshold: threshold,
+                    ..settings()
+                };
+                let mut far = peer(1, None, 0, 0);
+                far.last_handshake = Some(hs);
+                let with = |peers: Vec<Peer>| snap(vec![iface("wg0", peers)]);
+                let ctx = format!("handshake {hs}, threshold {threshold}");
+
+                // First start, then the peer vanishes.
+                let (state, _) = track(None, &with(vec![far.clone()]), at(0), &s);
+                let (_, events) = track(Some(state.clone()), &with(vec![]), at(5), &s);
+                assert_eq!(
+                    names(&events[events.len() - 1..]),
+                    ["peer.delete:1"],
+                    "{ctx}"
+                );
+                assert!(events.iter().all(|e| e.time <= at(5)), "{ctx}");
+
+                // The interface vanishes.
+                let (_, events) = track(Some(state), &snap(vec![]), at(5), &s);
+                assert_eq!(
+                    names(&events[events.len() - 1..]),
+                    ["interface.delete:wg0"],
+                    "{ctx}"
+                );
+
+                // A new peer (connect, and disconnect if aged out).
+                let (state, events) = track(
+                    Some(track(None, &with(vec![]), at(0), &s).0),
+                    &with(vec![far.clone()]),
+                    at(5),
+                    &s,
+                );
+                assert_eq!(
+                    names(&events[..2]),
+                    ["peer.create:1", "peer.connect:1"],
+                    "{ctx}"
+                );
+
+                // Pings: the session ends at the later of aging out and the last answer.
+                let down = pings(&[(1, false, Some(3))]);
+                let gone = track_changes_with_pings(
+                    Some(state.clone()),
+                    &with(vec![]),
+                    Some(&down),
+                    at(9),
+                    &s,
+                );
+                assert!(gone.events.iter().all(|e| e.time <= at(9)), "{ctx}");
+                let kept = {
+                    let mut p = far.clone();
+                    p.last_handshake = Some(at(1));
+                    p.rx_bytes = 0;
+                    p
+                };
+                let _ = track_changes_with_pings(
+                    Some(state),
+                    &with(vec![kept]),
+                    Some(&down),
+                    at(400),
+                    &s,
+                );
+
+                // Gap rule: a connected peer's handshake jumps.
+                let (state, _) = track(None, &with(vec![peer(1, Some(0), 0, 0)]), at(0), &s);
+                let (state, _) = track(Some(state), &with(vec![far.clone()]), at(5), &s);
+                // And back from the extreme to an ordinary time (a reset).
+                let _ = track(
+                    Some(state),
+                    &with(vec![peer(1, Some(6), 0, 0)]),
+                    at(400),
+                    &s,
+                );
+
+                // Connected and gone between two polls.
+                let (state, _) = track(None, &with(vec![peer(1, None, 0, 0)]), at(0), &s);
+                let _ = track(Some(state), &with(vec![far.clone()]), at(5), &s);
+            }
+        }
+    }
+
+    #[test]
+    fn session_end_saturates_instead_of_overflowing() {
+        let last = DateTime::<Utc>::MAX_UTC;
+        let hs = last - TimeDelta::seconds(99);
+        assert_eq!(aged_out(hs, TimeDelta::seconds(180)), last);
+        assert_eq!(
+            aged_out(hs, TimeDelta::seconds(9)),
+            hs + TimeDelta::seconds(9)
+        );
+        assert_eq!(session_end(Some(hs), at(0), TimeDelta::seconds(180)), at(0));
+        assert_eq!(
+            session_end_pinged(Some(hs), Some(at(-3)), at(0), TimeDelta::seconds(180)),
+            at(0)
+        );
+        let first = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(
+            aged_out(first + TimeDelta::seconds(1), -TimeDelta::seconds(5)),
+            first
+        );
+    }
+
+    /// Logs written while `f` runs (DEBUG and up), as text.
+    fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let out = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        (out, text)
+    }
+
+    #[test]
+    fn duplicate_peer_keys_keep_the_first_with_one_warning() {
+        let all = Settings {
+            announce_on_start: Announce::All,
+            ..settings()
+        };
+        let mut twin = peer(1, Some(-400), 50, 50);
+        twin.allowed_ips = vec!["10.99.0.0/16".parse().unwrap()];
+        // First start.
+        let first = snap(vec![iface("wg0", vec![peer(1, None, 0, 0), twin.clone()])]);
+        let ((state, events), logs) = logs_of(|| track(None, &first, at(0), &all));
+        assert_eq!(names(&events), ["interface.create:wg0", "peer.create:1"]);
+        assert_eq!(
+            state.interfaces["wg0"].peers[&key(1)].peer,
+            peer(1, None, 0, 0)
+        );
+        assert_eq!(logs.matches("WARN").count(), 1, "{logs}");
+        assert!(logs.contains("interface=wg0"), "{logs}");
+
+        // A new interface.
+        let dup = snap(vec![
+            iface("wg0", vec![peer(1, None, 0, 0)]),
+            iface("wg1", vec![peer(2, None, 0, 0), peer(2, Some(0), 9, 9)]),
+        ]);
+        let (state, events) = track(Some(state), &dup, at(1), &all);
+        assert_eq!(names(&events), ["interface.create:wg1", "peer.create:2"]);
+
+        // A known interface: a new key twice, a known key twice.
+        let mut again = dup.clone();
+        again.interfaces[0].peers = vec![
+            peer(1, None, 0, 0),
+            peer(3, None, 0, 0),
+            twin,
+            peer(3, Some(0), 9, 9),
+        ];
+        let ((state, events), logs) = logs_of(|| track(Some(state), &again, at(2), &all));
+        assert_eq!(names(&events), ["peer.create:3"]);
+        assert_eq!(logs.matches("WARN").count(), 2, "one per interface: {logs}");
+        let wg0 = &state.interfaces["wg0"].peers;
+        assert_eq!(wg0.len(), 2);
+        assert_eq!(wg0[&key(1)].peer, peer(1, None, 0, 0));
+        assert_eq!(wg0[&key(3)].peer, peer(3, None, 0, 0));
+
+        // No churn while the backend keeps listing them twice.
+        let (state2, events) = track(Some(state.clone()), &again, at(3), &all);
+        assert!(events.is_empty(), "{:?}", names(&events));
+        assert_eq!(state2.interfaces, state.interfaces);
+    }
+
+    fn watching(include: &[&str], exclude: &[&str]) -> Settings {
+        Settings {
+            filter: InterfaceFilter {
+                include: include.iter().map(|s| s.to_string()).collect(),
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            },
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn an_interface_leaving_the_filter_is_forgotten_without_events() {
+        let both = snap(vec![
+            iface("wg0", vec![peer(1, Some(-5), 0, 0)]),
+            iface("wg1", vec![peer(2, Some(-5), 0, 0)]),
+        ]);
+        let (state, _) = track(None, &both, at(0), &settings());
+        // The backend no longer returns wg1 (it applies the filter too).
+        let narrow = watching(&[], &["wg1"]);
+        let only_wg0 = snap(vec![iface("wg0", vec![peer(1, Some(-5), 0, 0)])]);
+        let (tracked, logs) = logs_of(|| track_changes(Some(state), &only_wg0, at(5), &narrow));
+        assert!(tracked.events.is_empty(), "{:?}", names(&tracked.events));
+        assert_eq!(tracked.state.interfaces.keys().collect::<Vec<_>>(), ["wg0"]);
+        assert_eq!(tracked.changes.removed_interfaces, ["wg1"], "its rows go");
+        assert!(tracked.changes.meta, "the new filter is saved");
+        assert_eq!(tracked.state.filter.as_ref(), Some(&narrow.filter));
+        assert!(
+            logs.contains("INFO") && logs.contains("no longer watched"),
+            "{logs}"
+        );
+        assert!(logs.contains("interface=wg1"), "{logs}");
+
+        // A backend that still returns it: ignored, not re-created.
+        let (state, events) = track(Some(tracked.state), &both, at(6), &narrow);
+        assert!(events.is_empty(), "{:?}", names(&events));
+        assert!(!state.interfaces.contains_key("wg1"));
+
+        // Let back in: a first start for wg1 (announce_on_start: connected).
+        let (state, events) = track(Some(state), &both, at(10), &settings());
+        assert_eq!(names(&events), ["peer.connect:2"]);
+        assert!(state.is_peer_connected("wg1", &key(2)));
+        let (_, events) = track(Some(state), &both, at(15), &settings());
+        assert!(events.is_empty(), "{:?}", names(&events));
+    }
+
+    #[test]
+    fn an_interface_entering_the_filter_is_baselined_per_announce_on_start() {
+        let wg0 = iface("wg0", vec![]);
+        let wg1 = iface("wg1", vec![peer(2, Some(-5), 0, 0), peer(3, None, 0, 0)]);
+        for (announce, expected) in [
+            (Announce::Connected, vec!["peer.connect:2"]),
+            (Announce::None, vec![]),
+            (
+                Announce::All,
+                vec![
+                    "interface.create:wg1",
+                    "peer.create:2",
+                    "peer.connect:2",
+                    "peer.create:3",
+                ],
+            ),
+        ] {
+            let narrow = Settings {
+                announce_on_start: announce,
+                ..watching(&["wg0"], &[])
+            };
+            let wide = Settings {
+                announce_on_start: announce,
+                ..settings()
+            };
+            let (state, _) = track(None, &snap(vec![wg0.clone()]), at(0), &narrow);
+            let t = track_changes(
+                Some(state),
+                &snap(vec![wg0.clone(), wg1.clone()]),
+                at(5),
+                &wide,
+            );
+            assert_eq!(names(&t.events), expected, "{announce:?}");
+            assert!(t.state.is_peer_connected("wg1", &key(2)));
+            // Saved incrementally: the interface and its peers are listed.
+            assert_eq!(t.changes.interfaces, ["wg1"]);
+            assert_eq!(t.changes.peers.len(), 2);
+        }
+    }
+
+    #[test]
+    fn an_interface_created_after_the_filter_widened_is_created() {
+        let narrow = watching(&["wg0"], &[]);
+        let wg0 = iface("wg0", vec![]);
+        let (state, _) = track(None, &snap(vec![wg0.clone()]), at(0), &narrow);
+        let (state, events) = track(Some(state), &snap(vec![wg0.clone()]), at(5), &settings());
+        assert!(events.is_empty());
+        let wg1 = iface("wg1", vec![peer(2, None, 0, 0)]);
+        let (_, events) = track(Some(state), &snap(vec![wg0, wg1]), at(10), &settings());
+        assert_eq!(names(&events), ["interface.create:wg1", "peer.create:2"]);
+    }
+
+    #[test]
+    fn a_state_without_a_saved_filter_takes_the_current_one() {
+        let wg0 = iface("wg0", vec![]);
+        let (mut state, _) = track(None, &snap(vec![wg0.clone()]), at(0), &settings());
+        state.filter = None; // saved by an older wghook
+        let wg1 = iface("wg1", vec![peer(2, None, 0, 0)]);
+        let t = track_changes(Some(state), &snap(vec![wg0, wg1]), at(5), &settings());
+        assert_eq!(names(&t.events), ["interface.create:wg1", "peer.create:2"]);
+        assert!(t.changes.meta, "the filter is saved from now on");
+    }
+
+    #[test]
+    fn an_interface_unreadable_on_the_first_start_is_baselined_when_readable() {
+        let wg0 = iface("wg0", vec![]);
+        let blind = Snapshot {
+            unreadable: vec!["wg1".into()],
+            ..snap(vec![wg0.clone()])
+        };
+        let first = track_changes(None, &blind, at(0), &settings());
+        assert!(first.events.is_empty());
+        assert!(first.state.unbaselined.contains("wg1"));
+        // Still unreadable: remembered, nothing to save.
+        let still = track_changes(Some(first.state), &blind, at(5), &settings());
+        assert!(still.changes.is_empty(), "{:?}", still.changes);
+        // Restart in between: the saved state remembers it.
+        let json = serde_json::to_string(&still.state).unwrap();
+        let restored: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(restored, still.state);
+
+        let wg1 = iface(
+            "wg1",
+            vec![peer(2, Some(8), 0, 0), peer(3, Some(-900), 0, 0)],
+        );
+        let readable = snap(vec![wg0.clone(), wg1.clone()]);
+        let t = track_changes(Some(restored), &readable, at(10), &settings());
+        assert_eq!(
+            names(&t.events),
+            ["peer.connect:2"],
+            "no create, no replayed history"
+        );
+        assert!(t.state.unbaselined.is_empty());
+        assert!(t.changes.meta);
+        let (_, events) = track(Some(t.state), &readable, at(15), &settings());
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn an_unread_interface_that_vanishes_is_created_when_it_comes_back() {
+        let wg0 = iface("wg0", vec![]);
+        let blind = Snapshot {
+            unreadable: vec!["wg1".into()],
+            ..snap(vec![wg0.clone()])
+        };
+        let (state, _) = track(None, &blind, at(0), &settings());
+        let gone = track_changes(Some(state), &snap(vec![wg0.clone()]), at(5), &settings());
+        assert!(gone.events.is_empty());
+        assert!(gone.state.unbaselined.is_empty());
+        assert!(gone.changes.meta);
+        let wg1 = iface("wg1", vec![peer(2, None, 0, 0)]);
+        let (_, events) = track(Some(gone.state), &snap(vec![wg0, wg1]), at(10), &settings());
+        assert_eq!(names(&events), ["interface.create:wg1", "peer.create:2"]);
     }
 
     #[test]

@@ -146,3 +146,302 @@ fn demo_delivers_every_kind_of_event_and_ends_by_itself() {
     assert!(!stdout.contains("MISSING OR WRONG"), "{stdout}");
     assert!(stdout.contains("demo finished:"), "{stdout}");
 }
+
+/// `wghook ARGS...` with `-c config`, its exit code, stdout and stderr.
+fn run(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = wghook().args(args).arg("-c").arg(config).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Regression (audit): `wghook check` printed `backend Auto` (the Debug form).
+#[test]
+fn check_names_the_backend_as_the_configuration_spells_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        ("", "backend auto,"),
+        ("monitor:\n  backend: kernel\n", "backend kernel,"),
+        ("monitor:\n  backend: userspace\n", "backend userspace,"),
+    ] {
+        let path = write(&dir, "wghook.yaml", text);
+        let (code, stdout, stderr) = run(&path, &["check"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stdout.contains(want), "{want} not in {stdout}");
+    }
+}
+
+/// Regression (audit): the peers table showed NAME only and the JSON rows
+/// had no labels.
+#[test]
+fn peers_shows_user_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(
+        &dir,
+        "scenario.yaml",
+        "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n",
+    );
+    let alice = wghook::backend::sim::key_for("alice").to_base64();
+    let config = write(
+        &dir,
+        "wghook.yaml",
+        &format!(
+            "monitor:\n  backend: simulated\n  scenario: {}\npeers:\n  \"{alice}\": {{ name: alice-laptop, user: alice@example.com, labels: {{ team: ops }} }}\n",
+            scenario.display()
+        ),
+    );
+    let (code, stdout, stderr) = run(&config, &["peers", "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let peer = &v[0]["peers"][0];
+    assert_eq!(peer["user"], "alice@example.com");
+    assert_eq!(peer["labels"], serde_json::json!({ "team": "ops" }));
+    assert!(
+        peer.get("pingable").is_none(),
+        "ping checks are off: {peer}"
+    );
+
+    let (code, stdout, _) = run(&config, &["peers"]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("PEER"))
+        .unwrap_or_else(|| panic!("no header in {stdout}"));
+    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(columns[..4], ["PEER", "NAME", "USER", "STATE"], "{stdout}");
+    assert!(!columns.contains(&"PING"), "{stdout}");
+    let cells: Vec<&str> = lines[header + 1].split_whitespace().collect();
+    assert_eq!(
+        cells[..3],
+        [alice.as_str(), "alice-laptop", "alice@example.com"]
+    );
+}
+
+#[test]
+#[ignore = "needs ICMP sockets (root, or net.ipv4.ping_group_range)"]
+fn peers_table_has_a_ping_column_with_ping_checks_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write(
+        &dir,
+        "scenario.yaml",
+        "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n",
+    );
+    let alice = wghook::backend::sim::key_for("alice").to_base64();
+    let config = write(
+        &dir,
+        "wghook.yaml",
+        &format!(
+            "monitor:\n  backend: simulated\n  scenario: {}\n  ping_checks: true\npeers:\n  \"{alice}\": {{ name: alice-laptop, ping_address: 127.0.0.1 }}\n",
+            scenario.display()
+        ),
+    );
+    let (code, stdout, stderr) = run(&config, &["peers"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("PEER"))
+        .unwrap_or_else(|| panic!("no header in {stdout}"));
+    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    assert_eq!(columns[3..6], ["STATE", "PING", "HANDSHAKE"], "{stdout}");
+    let cells: Vec<&str> = lines[header + 1].split_whitespace().collect();
+    // No handshake, but 127.0.0.1 answers: connected by ping.
+    assert_eq!(cells[3..5], ["connected", "yes"], "{stdout}");
+}
+
+/// A configuration whose outbox lives in `dir/state`.
+fn outbox_config(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let state = dir.path().join("state");
+    write(
+        dir,
+        "wghook.yaml",
+        &format!(
+            "webhook:\n  url: http://127.0.0.1:9/hook\nmonitor:\n  state_dir: {}\n",
+            state.display()
+        ),
+    )
+}
+
+/// Regression (audit): `-c` was refused after `outbox retry`, and listing
+/// created the database.
+#[test]
+fn outbox_takes_the_config_anywhere_and_does_not_create_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = outbox_config(&dir);
+    let db = dir.path().join("state/wghook.db");
+
+    let (code, stdout, stderr) = run(&config, &["outbox"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("no outbox yet") && stdout.contains("wghook.db"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&config, &["outbox", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.trim(), "[]");
+    let (code, stdout, stderr) = run(&config, &["outbox", "retry"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("0 given-up deliveries re-queued"),
+        "{stdout}"
+    );
+    assert!(!db.exists(), "a read created {}", db.display());
+
+    // `-c` before the subcommand as well.
+    let out = wghook()
+        .arg("outbox")
+        .arg("-c")
+        .arg(&config)
+        .arg("retry")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    drop(wghook::delivery::outbox::Store::open(&dir.path().join("state")).unwrap());
+    let (code, stdout, _) = run(&config, &["outbox"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("the outbox is empty"), "{stdout}");
+}
+
+/// Regression (audit): unknown webhooks and ids re-queued nothing without
+/// a word, and purge without --yes exited 2 ("invalid configuration").
+#[test]
+fn outbox_refuses_unknown_webhooks_and_ids_and_unconfirmed_purges_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = outbox_config(&dir);
+    drop(wghook::delivery::outbox::Store::open(&dir.path().join("state")).unwrap());
+
+    let (code, _, stderr) = run(&config, &["outbox", "retry", "--webhook", "nosuch"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no webhook named \"nosuch\""), "{stderr}");
+    assert!(stderr.contains("configured: default"), "{stderr}");
+
+    let id = "0190a7c2-0000-7000-8000-000000000000";
+    let (code, stdout, stderr) = run(&config, &["outbox", "retry", id]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no given-up delivery with id \"{id}\"")),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("re-queued"), "{stdout}");
+    let (code, _, _) = run(&config, &["outbox", "retry", "--webhook", "default"]);
+    assert_eq!(code, Some(0), "a configured webhook with nothing given up");
+
+    let (code, _, stderr) = run(&config, &["outbox", "purge"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("add --yes to confirm"), "{stderr}");
+    let (code, stdout, _) = run(&config, &["outbox", "purge", "--yes"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("0 deliveries deleted"), "{stdout}");
+}
+
+/// Every secret a configuration can hold; none may reach `wghook check`'s
+/// output, valid configuration or not.
+#[test]
+fn check_output_never_contains_a_configured_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = [
+        "Bearer verbatim-s3cr3t",
+        "bearer-t0ken-s3cr3t",
+        "basic-passw0rd-s3cr3t",
+        "client-s3cr3t-0auth",
+        "whsec_c2lnbmluZy1rZXktczNjcjN0LTEyMzQ1Njc4",
+        "c2lnbmluZy1rZXktczNjcjN0LTEyMzQ1Njc4",
+        "url-user-s3cr3t",
+        "url-passw0rd-s3cr3t",
+        "services/T0/B0/path-s3cr3t",
+        "query-s3cr3t",
+    ];
+    let hooks = "webhooks:\n\
+        \x20 - name: verbatim\n    url: https://a.example/hook\n    secret: \"Bearer verbatim-s3cr3t\"\n\
+        \x20 - name: bearer\n    url: https://b.example/hook\n    auth: { bearer: bearer-t0ken-s3cr3t }\n\
+        \x20 - name: basic\n    url: https://c.example/hook\n    auth: { basic: { username: u, password: basic-passw0rd-s3cr3t } }\n\
+        \x20 - name: oauth\n    url: https://d.example/hook\n    signing_secret: whsec_c2lnbmluZy1rZXktczNjcjN0LTEyMzQ1Njc4\n    \
+        auth: { oauth2: { token_url: https://idp.example/token, client_id: wghook, client_secret: client-s3cr3t-0auth } }\n\
+        \x20 - name: slack\n    url: \"https://url-user-s3cr3t:url-passw0rd-s3cr3t@hooks.slack.example/services/T0/B0/path-s3cr3t?k=query-s3cr3t\"\n";
+    let valid = write(&dir, "valid.yaml", hooks);
+    // The same secrets, each next to a mistake: an unparseable URL with
+    // credentials, a misplaced secret, a broken header.
+    let broken = write(
+        &dir,
+        "broken.yaml",
+        &format!(
+            "{hooks}\x20 - name: broken\n    \
+             url: \"https://url-user-s3cr3t:url-passw0rd-s3cr3t@hooks.slack.example:99999/services/T0/B0/path-s3cr3t?k=query-s3cr3t\"\n    \
+             secret: [\"Bearer verbatim-s3cr3t\"]\n    \
+             auth: {{ basic: {{ username: u, password: \"basic-passw0rd-s3cr3t\\nX: 1\" }} }}\n    \
+             signing_secret: \"whsec_c2lnbmluZy1rZXktczNjcjN0LTEyMzQ1Njc4!\"\n    \
+             headers: {{ X-Token: \"bearer-t0ken-s3cr3t {{{{ nope }}}}\" }}\n\
+             \x20 - name: token-url\n    url: https://e.example/hook\n    \
+             auth: {{ oauth2: {{ token_url: \"https://url-user-s3cr3t@idp.example:0x/path-s3cr3t\", client_id: a, client_secret: client-s3cr3t-0auth }} }}\n"
+        ),
+    );
+    for (path, want) in [(&valid, Some(0)), (&broken, Some(2))] {
+        // With every log line on, so a leak through tracing shows too.
+        let out = wghook()
+            .env("RUST_LOG", "trace")
+            .args(["check", "-c"])
+            .arg(path)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), want, "{text}");
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret:?} printed:\n{text}");
+        }
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+}
+
+/// Regression (audit): under systemd, `wghook check`'s errors reached the
+/// journal without a priority.
+#[test]
+fn check_errors_carry_the_journal_priority_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(&dir, "bad.yaml", "monitor:\n  interval: 5x\n");
+    let stderr_path = dir.path().join("stderr");
+    let check = |journal_stream: Option<String>| -> String {
+        let file = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = wghook();
+        cmd.args(["check", "-c"])
+            .arg(&config)
+            .stderr(file.try_clone().unwrap())
+            .env_remove("JOURNAL_STREAM");
+        let meta = file.metadata().unwrap();
+        if let Some(value) = journal_stream {
+            cmd.env(
+                "JOURNAL_STREAM",
+                value
+                    .replace("DEV", &meta.dev().to_string())
+                    .replace("INO", &meta.ino().to_string()),
+            );
+        }
+        let status = cmd.status().unwrap();
+        assert_eq!(status.code(), Some(2));
+        std::fs::read_to_string(&stderr_path).unwrap()
+    };
+    let journal = check(Some("DEV:INO".into()));
+    let lines: Vec<&str> = journal.lines().collect();
+    assert_eq!(lines.len(), 2, "{journal}");
+    assert!(
+        lines[0].starts_with("<3>error: ") && lines[0].contains("monitor.interval"),
+        "{journal}"
+    );
+    assert_eq!(lines[1], format!("<3>1 error in {}", config.display()));
+    // Another stream (stderr redirected since systemd started us), or none.
+    for other in [Some("DEV:1".to_string()), None] {
+        let plain = check(other);
+        assert!(
+            plain.starts_with("error: ") && !plain.contains("<3>"),
+            "{plain}"
+        );
+    }
+}

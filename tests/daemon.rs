@@ -265,18 +265,47 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
             r.len() > n
         })
         .await;
-    // No event was reported twice to the first webhook across the reloads.
-    let ids: Vec<String> = first
-        .requests()
-        .iter()
-        .map(|r| r.header("webhook-id").unwrap().to_string())
-        .collect();
-    let unique: std::collections::HashSet<&String> = ids.iter().collect();
-    assert_eq!(
-        unique.len(),
-        ids.len(),
-        "tracker state and outbox survived the reloads"
+    // Valid again, with changes: `first` removed, `second` changed (a new
+    // header), the interval changed.
+    let changed = hooks(&[("second", &second)]).replace(
+        &format!("    url: {}\n", second.url),
+        &format!("    url: {}\n    headers: {{ X-Reloaded: \"yes\" }}\n", second.url),
     );
+    write_config(dir.path(), &scenario, &changed, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("interval: 200ms", "interval: 300ms");
+    std::fs::write(&config, text).unwrap();
+    daemon.signal("-HUP");
+    daemon
+        .wait_log("configuration reloaded webhooks=1 interval_ms=300", Duration::from_secs(10))
+        .await;
+    let first_after = first.requests().len();
+    let n = second.requests().len();
+    let got = second
+        .wait_until(Duration::from_secs(10), "events with the new header", |r| {
+            r[n..].iter().any(|x| x.header("x-reloaded") == Some("yes"))
+        })
+        .await;
+    assert!(
+        got.iter().take(n).all(|x| x.header("x-reloaded").is_none()),
+        "the header is new"
+    );
+    let m = second.requests().len();
+    second
+        .wait_until(Duration::from_secs(10), "more events", |r| r.len() > m + 1)
+        .await;
+    assert_eq!(first.requests().len(), first_after, "a removed webhook gets nothing more");
+
+    // Nothing was announced twice across the three reloads: with the tracker
+    // state lost, `announce_on_start: all` would send every create again.
+    for (name, r) in [("first", &first), ("second", &second)] {
+        let mut seen = std::collections::HashSet::new();
+        for x in r.requests() {
+            let what = (x.kind(), x.identifier());
+            assert!(seen.insert(what.clone()), "{name} got {what:?} twice");
+        }
+    }
 }
 
 /// Parses one sample's value from Prometheus text: `name{labels} value`.
@@ -295,26 +324,30 @@ async fn metrics_match_a_known_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     let scenario = scenario(dir.path(), &["alice", "bob"], 0);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let config = write_config(
         dir.path(),
         &scenario,
         &hooks(&[("r", &receiver)]),
         &format!(
-            "metrics:\n  listen: 127.0.0.1:{port}\npeers:\n  \"{}\": {{ name: alice-laptop }}\n",
+            "metrics:\n  listen: 127.0.0.1:0\npeers:\n  \"{}\": {{ name: alice-laptop }}\n",
             key_for("alice")
         ),
     );
-    let _daemon = Daemon::start(&config, dir.path(), &[]);
+    let daemon = Daemon::start(&config, dir.path(), &[]);
+    // Port 0: the kernel picks a free port, and wghook logs the one it got.
+    daemon.wait_log("metrics served at ", Duration::from_secs(10)).await;
+    let log = daemon.log();
+    let url = log
+        .split("metrics served at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the metrics address in the log")
+        .to_string();
     receiver
         .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
             r.iter().filter(|x| x.kind() == "peer.connect").count() == 2
         })
         .await;
-    let url = format!("http://127.0.0.1:{port}/metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = match reqwest::get(&url).await {

@@ -449,17 +449,25 @@ async fn oauth2_tokens_are_cached_and_fetched_again_after_a_401_once() {
 #[tokio::test]
 async fn oauth2_tokens_are_fetched_again_shortly_before_they_expire() {
     let receiver = Receiver::start().await;
-    // One-second tokens are refreshed after three quarters of a second.
-    let (server, token_url) = start_token_server(1).await;
+    // Four-second tokens are refreshed after three seconds (a quarter of the
+    // lifetime before expiry; `auth::refresh_at` pins the margins). The
+    // second send has those three seconds to reuse the token, ample on a
+    // busy machine; the third goes surely after the refresh point.
+    let lifetime = Duration::from_secs(4);
+    let refresh = lifetime * 3 / 4;
+    let (server, token_url) = start_token_server(lifetime.as_secs()).await;
     let sender = HttpSender::new(&oauth_hook(&receiver.url, &token_url), plain_ctx()).unwrap();
     assert!(sender.send(&connect(), Utc::now()).await.delivered());
+    // The token was obtained before this instant: it is due for refresh by
+    // `refresh` after it.
+    let first_done = tokio::time::Instant::now();
     assert!(sender.send(&connect(), Utc::now()).await.delivered());
     assert_eq!(
         server.requests.load(Ordering::SeqCst),
         1,
         "still valid: reused"
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep_until(first_done + refresh + Duration::from_millis(50)).await;
     assert!(sender.send(&connect(), Utc::now()).await.delivered());
     assert_eq!(
         server.requests.load(Ordering::SeqCst),
@@ -472,6 +480,31 @@ async fn oauth2_tokens_are_fetched_again_shortly_before_they_expire() {
         .map(|r| r.header("authorization").unwrap().to_string())
         .collect();
     assert_eq!(auths, ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]);
+}
+
+/// Regression: a token endpoint answering `expires_in: 18446744073709551615`
+/// overflowed the refresh time and panicked the delivery. The lifetime is
+/// capped (at a day): the token is used and reused.
+#[tokio::test]
+async fn an_absurd_oauth2_expires_in_is_capped_not_a_panic() {
+    let receiver = Receiver::start().await;
+    let (server, token_url) = start_token_server(u64::MAX).await;
+    let sender = HttpSender::new(&oauth_hook(&receiver.url, &token_url), plain_ctx()).unwrap();
+    for _ in 0..2 {
+        let attempt = sender.send(&connect(), Utc::now()).await;
+        assert!(attempt.delivered(), "{attempt:?}");
+    }
+    assert_eq!(
+        server.requests.load(Ordering::SeqCst),
+        1,
+        "one token, reused"
+    );
+    let auths: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(auths, ["Bearer tok-1", "Bearer tok-1"]);
 }
 
 #[tokio::test]

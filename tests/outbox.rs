@@ -1,6 +1,7 @@
 //! Delivery that loses nothing (issue 4): the durable outbox, retries,
-//! `Retry-After`, dead letters, 410, SIGKILL restarts, restart-safe tracking
-//! and the outbox bound, against a real HTTP receiver on 127.0.0.1 and the
+//! `Retry-After`, dead letters, 410 (and the reload that ends it), SIGKILL
+//! and SIGTERM restarts, redirects and large answers, per-webhook event
+//! filters, restart-safe tracking and the outbox bound, against a real HTTP receiver on 127.0.0.1 and the
 //! simulated backend.
 //!
 //! In-process runs use [`daemon::run_with_backend`] with a virtual clock and
@@ -21,7 +22,10 @@ use wghook::config::{self, Config};
 use wghook::daemon::{self, Clock, RunOptions};
 use wghook::delivery::outbox::Store;
 
-use crate::util::receiver::{Receiver, Recorded, Reply};
+use wghook::delivery::http::{AttemptResult, HttpSender, MAX_RESPONSE_BODY};
+use wghook::event::RenderContext;
+
+use crate::util::receiver::{RawReply, Receiver, Recorded, Reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wghook");
 
@@ -69,6 +73,7 @@ fn virtual_run(start: DateTime<Utc>, polls: u64) -> RunOptions {
             step: TimeDelta::seconds(10),
         },
         max_polls: Some(polls),
+        ..RunOptions::default()
     }
 }
 
@@ -283,12 +288,14 @@ async fn a_503_with_retry_after_2_delays_the_next_attempt_by_2_seconds() {
             Reply::status(200)
         }
     });
-    // Without Retry-After the retries would come after ~100 ms, then ~5 s.
+    // Without Retry-After the retries would come after ~100 ms, then ~200 ms
+    // (Retry-After lengthens the scheduled delay, never shortens it); the
+    // unused 3 s step lifts the cap on Retry-After (the largest step).
     let cfg = setup(
         dir.path(),
         ALICE_CONNECTED,
         &format!("webhook:\n  url: {}\n", receiver.url),
-        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms, 5s]\n",
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms, 200ms, 3s]\n",
         "",
     );
     run(load(&cfg), virtual_run(t0(), 1)).await;
@@ -862,4 +869,345 @@ async fn a_full_outbox_keeps_the_newest_100_and_logs_each_drop() {
     let kept: HashSet<&str> = rows.iter().map(|r| str_of(r, "id")).collect();
     let newest: HashSet<&str> = events[50..].iter().map(String::as_str).collect();
     assert_eq!(kept, newest, "the 100 newest are kept");
+}
+
+// --- 7. SIGTERM with a request in flight ---------------------------------------
+
+/// The daemon's JSON log lines so far.
+fn log_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn log_message(v: &Value) -> &str {
+    v["message"].as_str().unwrap_or("")
+}
+
+/// Waits (20 s at most) for a log line whose message contains `text`.
+async fn wait_for_log(log: &Path, text: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = log_lines(log)
+            .into_iter()
+            .find(|v| log_message(v).contains(text))
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {text:?} after 20 s; log:\n{}",
+            last_lines(log, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`) to our own child.
+async fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("still running");
+    let status = tokio::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish_and_it_is_not_sent_again() {
+    const SLOW: Duration = Duration::from_millis(1500);
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.respond_by(|_, _| Reply {
+        status: 200,
+        retry_after: None,
+        delay: Some(SLOW),
+    });
+    let cfg = setup(
+        dir.path(),
+        ALICE_CONNECTED,
+        &format!("webhook:\n  url: {}\n  timeout: 10s\n", receiver.url),
+        "  shutdown_timeout: 10s\n  retry:\n    delays: [0s, 100ms]\n",
+        "",
+    );
+    let log = dir.path().join("run1.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    let first = receiver.wait_for_count(1, Duration::from_secs(20)).await;
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}: {}", last_lines(&log, 20));
+    // The request arrived before SIGTERM, its answer SLOW after arriving:
+    // the daemon waited for it.
+    assert!(
+        first[0].at.elapsed() + Duration::from_millis(50) >= SLOW,
+        "the daemon exited {:?} after the request arrived, before its answer",
+        first[0].at.elapsed()
+    );
+    let rows = outbox_json(&cfg).await;
+    assert!(
+        rows.is_empty(),
+        "the finished request was recorded as delivered: {rows:#?}"
+    );
+
+    // A restart on the same host has nothing to send.
+    let log = dir.path().join("run2.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    wait_for_log(&log, "first poll done").await;
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+    let got = receiver.requests();
+    assert_eq!(
+        got.iter().map(Recorded::id).collect::<Vec<_>>(),
+        first.iter().map(Recorded::id).collect::<Vec<_>>(),
+        "nothing was sent again after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_at_shutdown_timeout_and_the_unanswered_event_goes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // The first request of each event is never answered (in this test's
+    // time); a repeat is answered at once.
+    receiver.respond_by(|_, earlier| Reply {
+        status: 200,
+        retry_after: None,
+        delay: (earlier == 0).then_some(Duration::from_secs(120)),
+    });
+    let cfg = setup(
+        dir.path(),
+        ALICE_CONNECTED,
+        &format!("webhook:\n  url: {}\n  timeout: 60s\n", receiver.url),
+        "  shutdown_timeout: 2s\n  retry:\n    delays: [0s, 100ms]\n",
+        "",
+    );
+    let log = dir.path().join("run1.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    let first = receiver.wait_for_count(1, Duration::from_secs(20)).await;
+    let id = first[0].id();
+    let sent = Instant::now();
+    let status = terminate(&mut child).await;
+    let took = sent.elapsed();
+    assert!(status.success(), "{status}: {}", last_lines(&log, 20));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "stopped {took:?} after SIGTERM, with shutdown_timeout: 2s"
+    );
+    let timeout = wait_for_log(&log, "shutdown timeout reached").await;
+    assert_eq!(timeout["level"], "WARN");
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(str_of(&rows[0], "id"), id);
+    assert_eq!(str_of(&rows[0], "state"), "pending");
+
+    // After the restart it goes again, with the same webhook-id.
+    let log = dir.path().join("run2.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    let again = receiver
+        .wait_until(Duration::from_secs(20), "the event again", |r| {
+            r.iter().filter(|r| r.id() == id).count() >= 2
+        })
+        .await;
+    assert_eq!(again.len(), 2, "only that event, once more");
+    // Pending events go out at start, before the signal handlers are set
+    // (they are by the first poll).
+    wait_for_log(&log, "first poll done").await;
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+    assert!(
+        outbox_json(&cfg).await.is_empty(),
+        "delivered after restart"
+    );
+}
+
+// --- 8. redirects and large answers ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_gives_the_event_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let other = receiver.url.replace("/hook", "/other");
+    receiver.respond_raw_by(move |r| RawReply {
+        status: if r.path == "/hook" { 302 } else { 200 },
+        headers: vec![("location".into(), other.clone())],
+        body: Vec::new(),
+    });
+    let cfg = setup(
+        dir.path(),
+        ALICE_CONNECTED,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms]\n",
+        "",
+    );
+    run(load(&cfg), virtual_run(t0(), 1)).await;
+
+    let got = receiver.requests();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/hook"], "one attempt, the redirect not followed");
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(str_of(&rows[0], "state"), "given_up");
+    assert_eq!(str_of(&rows[0], "id"), got[0].id());
+    assert_eq!(rows[0]["last_status"], 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_64_kib_is_cut_at_64_kib_without_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let cfg = setup(
+        dir.path(),
+        ALICE_CONNECTED,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "",
+        "",
+    );
+    let hook = load(&cfg).webhooks.remove(0);
+    let sender = HttpSender::new(&hook, RenderContext::default()).unwrap();
+    let scenario = Scenario::parse(ALICE_CONNECTED, "test").unwrap();
+    let event = {
+        // Any event will do: the first the simulated host reports.
+        let mut sim = SimBackend::new(scenario);
+        let snapshot = sim.snapshot_at(t0(), &load(&cfg).filter());
+        let settings = load(&cfg).tracker_settings("h".into());
+        let tracked = wghook::tracker::track_changes(None, &snapshot, t0(), &settings);
+        tracked.events.into_iter().next().expect("an event")
+    };
+    for code in [200u16, 500] {
+        receiver.respond_raw_by(move |_| RawReply {
+            status: code,
+            headers: Vec::new(),
+            body: vec![b'x'; 1024 * 1024],
+        });
+        let attempt = sender.send(&event, Utc::now()).await;
+        match &attempt.result {
+            AttemptResult::Status {
+                code: got, body, ..
+            } => {
+                assert_eq!(*got, code);
+                assert_eq!(body.len(), MAX_RESPONSE_BODY, "for {code}");
+                assert_eq!(MAX_RESPONSE_BODY, 64 * 1024);
+            }
+            other => panic!("a 1 MiB answer to {code} failed: {other:?}"),
+        }
+    }
+}
+
+// --- 9. per-webhook event filters ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_webhook_receives_exactly_the_kinds_its_events_filter_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    let base = receiver.url.trim_end_matches("/hook");
+    let hooks = format!(
+        "webhooks:\n  - name: connects\n    url: {base}/connects\n    events: [peer.connect]\n  \
+         - name: peers\n    url: {base}/peers\n    events: [\"peer.*\"]\n"
+    );
+    let scenario = "steps:
+  - at: 0s
+    add_interface: { name: wg0 }
+  - at: 0s
+    add_peer: { interface: wg0, peer: alice }
+  - at: 0s
+    handshake: { interface: wg0, peer: alice }
+  - at: 10s
+    add_peer: { interface: wg0, peer: bob }
+  - at: 20s
+    remove_peer: { interface: wg0, peer: alice }
+";
+    let cfg = setup(
+        dir.path(),
+        scenario,
+        &hooks,
+        "  shutdown_timeout: 20s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    run(load(&cfg), virtual_run(t0(), 3)).await;
+
+    let got = receiver.requests();
+    let at = |path: &str| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = got
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| (r.kind(), r.identifier()))
+            .collect();
+        v.sort();
+        v
+    };
+    let alice = key_for("alice").to_base64();
+    let bob = key_for("bob").to_base64();
+    assert_eq!(
+        at("/connects"),
+        [("peer.connect".to_string(), alice.clone())]
+    );
+    let mut want = vec![
+        ("peer.create".to_string(), alice.clone()),
+        ("peer.connect".into(), alice.clone()),
+        ("peer.create".into(), bob),
+        ("peer.disconnect".into(), alice.clone()),
+        ("peer.delete".into(), alice),
+    ];
+    want.sort();
+    assert_eq!(
+        at("/peers"),
+        want,
+        "peer.* takes every peer event, no interface event"
+    );
+    assert_eq!(got.len(), 6, "nothing else was sent");
+    assert!(outbox_json(&cfg).await.is_empty());
+}
+
+// --- 10. a 410-disabled webhook comes back on reload ------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_disabled_by_410_is_enabled_again_by_a_sighup_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // The very first request gets 410; every later one 200.
+    let first = std::sync::atomic::AtomicBool::new(true);
+    receiver.respond_by(move |_, _| {
+        let gone = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        Reply::status(if gone { 410 } else { 200 })
+    });
+    let cfg = setup(
+        dir.path(),
+        TWO_PEERS,
+        &format!("webhook:\n  url: {}\n  max_in_flight: 1\n", receiver.url),
+        "  shutdown_timeout: 10s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    let log = dir.path().join("run.log");
+    let mut child = spawn_daemon(&cfg, &log);
+    let disabled = wait_for_log(&log, "410 Gone").await;
+    assert_eq!(disabled["level"], "ERROR");
+    // wg0 and two peers, each created, the peers connected.
+    let rows = outbox_json(&cfg).await;
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    let committed: HashSet<String> = rows.iter().map(|r| str_of(r, "id").to_string()).collect();
+    let gone = receiver.requests();
+    assert_eq!(gone.len(), 1, "nothing is sent while disabled");
+
+    signal(&child, "-HUP").await;
+    let got = receiver
+        .wait_until(
+            Duration::from_secs(20),
+            "every event after the reload",
+            |r| {
+                ids(r).is_superset(&committed)
+                    && r.iter().filter(|x| x.id() == gone[0].id()).count() == 2
+            },
+        )
+        .await;
+    wait_for_log(&log, "configuration reloaded").await;
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "{status}");
+    assert_eq!(
+        got.len(),
+        6,
+        "the refused event again, then the four others once"
+    );
+    assert!(outbox_json(&cfg).await.is_empty(), "all delivered");
 }

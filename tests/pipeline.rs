@@ -58,6 +58,7 @@ async fn run_scenario(receiver: &Receiver, scenario: &str, extra_monitor: &str, 
             step: TimeDelta::seconds(10),
         },
         max_polls: Some(polls),
+        ..RunOptions::default()
     };
     daemon::run_with_backend(cfg, Box::new(sim), options, std::future::pending())
         .await
@@ -136,6 +137,36 @@ async fn every_event_kind_arrives_in_order_with_headers_and_body() {
     assert_eq!(got[5].json()["payload"]["ListenPort"], 51900);
     let disconnect = got[7].json();
     assert_eq!(disconnect["payload"]["IsConnected"], false);
+
+    // Create and delete bodies: the same payload shape as connect, describing
+    // the entity as it was.
+    for (i, key, kind) in [
+        (1, alice.as_str(), "peer.create"),
+        (3, bob.as_str(), "peer.create"),
+        (6, bob.as_str(), "peer.delete"),
+        (8, alice.as_str(), "peer.delete"),
+    ] {
+        let v = got[i].json();
+        let p = &v["payload"];
+        assert_eq!(p["PeerId"], key, "{kind}: {v}");
+        assert_eq!(p["InterfaceIdentifier"], "wg0", "{kind}: {v}");
+        assert_eq!(p["IsConnected"], false, "{kind}: {v}");
+        assert_eq!(p["CreatedBy"], "wghook", "{kind}: {v}");
+    }
+    assert_eq!(got[3].json()["payload"]["AllowedIPsStr"], "10.8.0.3/32");
+    assert_eq!(
+        got[6].json()["payload"]["AllowedIPsStr"],
+        "10.8.0.3/32,10.9.0.0/24",
+        "a delete describes the peer as last seen"
+    );
+    for (i, port) in [(0, 51820), (9, 51900)] {
+        let v = got[i].json();
+        let p = &v["payload"];
+        assert_eq!(p["Identifier"], "wg0", "{v}");
+        assert_eq!(p["DisplayName"], "wg0", "{v}");
+        assert_eq!(p["ListenPort"], port, "{v}");
+        assert_eq!(p["PrivateKey"], "", "never a private key: {v}");
+    }
 }
 
 #[tokio::test]
@@ -169,4 +200,24 @@ async fn a_rejected_event_does_not_stop_later_events() {
     // Every event was attempted even though each attempt failed.
     let kinds: Vec<String> = receiver.requests().iter().map(|r| r.kind()).collect();
     assert_eq!(kinds, ["interface.create", "peer.create", "peer.connect"]);
+}
+
+#[tokio::test]
+async fn configured_interface_names_reach_the_bodies() {
+    let receiver = Receiver::start().await;
+    run_scenario(
+        &receiver,
+        SCENARIO,
+        "  announce_on_start: all\ninterfaces:\n  wg0: { name: Office VPN }\n",
+        2,
+    )
+    .await;
+    let got = receiver.requests();
+    let create = got
+        .iter()
+        .find(|r| r.kind() == "interface.create")
+        .expect("interface.create");
+    let v = create.json();
+    assert_eq!(v["payload"]["DisplayName"], "Office VPN", "{v}");
+    assert_eq!(v["payload"]["Identifier"], "wg0", "{v}");
 }

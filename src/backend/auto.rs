@@ -15,6 +15,14 @@
 //!   read meanwhile are reported unreadable, not absent.
 //! - If the link list fails while kernel interfaces are being read, the
 //!   whole poll fails: an empty list must not look like deleted interfaces.
+//!   Without kernel interfaces the poll goes on without addresses and MTU;
+//!   that is logged at WARN once, at DEBUG while it lasts and at INFO when
+//!   the list works again ([`LinkListHealth`]).
+//! - A kernel WireGuard link read last poll but absent from this poll's
+//!   link list (an interrupted dump rtnetlink does not report) is confirmed
+//!   by its ifindex before it counts as deleted ([`KnownLinks`]); while the
+//!   kernel side cannot be used it is unreadable, until the module is found
+//!   missing (then no kernel link exists).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,7 +30,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::stream::{self, StreamExt as _};
 
-use super::netlink::{apply_links, DeviceReader, Link, LinkReader};
+use super::netlink::{apply_links, DeviceReader, KnownLinks, Link, LinkReader};
 use super::uapi::{UapiBackend, UapiError};
 use super::{Backend, BackendError, InterfaceFilter, PollFuture};
 use crate::model::{DriverKind, Snapshot};
@@ -40,10 +48,39 @@ pub struct AutoBackend {
     links: Option<LinkReader>,
     /// `None` while the module is missing or devices may not be read.
     kernel: Option<DeviceReader>,
+    /// Last poll's kernel WireGuard links, to confirm one the link dump
+    /// missed; kept while the kernel side fails.
+    known: KnownLinks,
     /// Earliest `now` at which to look for the module again.
     next_kernel_check: Option<DateTime<Utc>>,
     /// Whether a failure to use the kernel side was already logged.
     kernel_warned: bool,
+    links_health: LinkListHealth,
+}
+
+/// Whether the link list is failing, so that a failure repeated every poll
+/// is logged at WARN once, then at DEBUG, and its end at INFO.
+#[derive(Debug, Default)]
+struct LinkListHealth {
+    failing: bool,
+}
+
+impl LinkListHealth {
+    fn failed(&mut self, e: &BackendError) {
+        if self.failing {
+            tracing::debug!(error = %e, "still cannot list links");
+        } else {
+            tracing::warn!(error = %e, "cannot list links; interface addresses and MTU stay unknown");
+            self.failing = true;
+        }
+    }
+
+    fn succeeded(&mut self) {
+        if self.failing {
+            tracing::info!("links can be listed again; interface addresses and MTU are known");
+            self.failing = false;
+        }
+    }
 }
 
 impl std::fmt::Debug for AutoBackend {
@@ -77,10 +114,11 @@ impl AutoBackend {
                 None
             }
         };
+        let mut links_health = LinkListHealth::default();
         let links = match LinkReader::connect() {
             Ok(reader) => Some(reader),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list links; interface addresses and MTU stay unknown");
+                links_health.failed(&e);
                 None
             }
         };
@@ -88,8 +126,10 @@ impl AutoBackend {
             uapi,
             links,
             kernel,
+            known: KnownLinks::default(),
             next_kernel_check: None,
             kernel_warned,
+            links_health,
         }
     }
 
@@ -120,7 +160,11 @@ impl AutoBackend {
                 self.kernel = Some(reader);
                 self.kernel_warned = false;
             }
-            Ok(None) => tracing::debug!("wireguard kernel module still not loaded"),
+            Ok(None) => {
+                // Without the module no kernel WireGuard link exists.
+                self.known.clear();
+                tracing::debug!("wireguard kernel module still not loaded");
+            }
             Err(e) if !self.kernel_warned => {
                 tracing::warn!(error = %e, "cannot read kernel WireGuard interfaces");
                 self.kernel_warned = true;
@@ -135,30 +179,28 @@ impl AutoBackend {
         filter: &InterfaceFilter,
     ) -> Result<Snapshot, BackendError> {
         let links = match self.list_links().await {
-            Ok(links) => links,
+            Ok(links) => {
+                self.links_health.succeeded();
+                links
+            }
             Err(e) if self.kernel.is_some() => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list links; interface addresses and MTU stay unknown");
+                self.links_health.failed(&e);
                 Vec::new()
             }
         };
-        let kernel_names: BTreeSet<&str> = links
-            .iter()
-            .filter(|l| l.wireguard)
-            .map(|l| l.name.as_str())
-            .collect();
         let wanted: Vec<&Link> = links
             .iter()
             .filter(|l| l.wireguard && filter.allows(&l.name))
             .collect();
 
         let mut snapshot = Snapshot::default();
-        if !wanted.is_empty() {
+        if !wanted.is_empty() || !self.known.missing(&links, filter).is_empty() {
             if self.kernel.is_none() {
                 self.recheck_kernel(now).await;
             }
             let read = match &mut self.kernel {
-                Some(kernel) => kernel.read(&wanted).await,
+                Some(kernel) => kernel.read_listed(&links, filter, &mut self.known).await,
                 None => Err(BackendError::Protocol("kernel side unavailable".into())),
             };
             match read {
@@ -172,12 +214,29 @@ impl AutoBackend {
                         self.kernel_warned = true;
                         self.next_kernel_check = Some(now + MODULE_RECHECK);
                     }
+                    // Remembered links the list lacks cannot be confirmed
+                    // either: unreadable, not deleted.
                     snapshot
                         .unreadable
                         .extend(wanted.iter().map(|l| l.name.clone()));
+                    snapshot.unreadable.extend(
+                        self.known
+                            .missing(&links, filter)
+                            .into_iter()
+                            .map(|l| l.name),
+                    );
                 }
             }
         }
+        // Remembered kernel links the list lacks are kernel links too (no
+        // tun link of that name was listed).
+        let remembered: Vec<Link> = self.known.missing(&links, filter);
+        let kernel_names: BTreeSet<&str> = links
+            .iter()
+            .filter(|l| l.wireguard)
+            .chain(&remembered)
+            .map(|l| l.name.as_str())
+            .collect();
 
         // A UAPI directory that cannot be listed fails the poll, as in the
         // userspace backend: an empty list would read as deletions.
@@ -424,19 +483,29 @@ mod tests {
         // the test re-runs itself under `unshare -n` unless it already is.
         const INSIDE: &str = "WGHOOK_TEST_IN_PRIVATE_NETNS";
         if std::env::var_os(INSIDE).is_none() {
-            let status = std::process::Command::new("unshare")
+            let child = std::process::Command::new("unshare")
                 .arg("-n")
                 .arg(std::env::current_exe().unwrap())
                 .args([
                     "backend::auto::tests::auto_reads_live_wireguard_go_with_addresses_and_mtu",
                     "--exact",
                     "--include-ignored",
-                    "--nocapture",
+                    "--test-threads=1",
                 ])
                 .env(INSIDE, "1")
-                .status()
+                .output()
                 .expect("unshare (util-linux) runs the test in a private network namespace");
-            assert!(status.success(), "the test failed inside `unshare -n`");
+            let stdout = String::from_utf8_lossy(&child.stdout);
+            let stderr = String::from_utf8_lossy(&child.stderr);
+            assert!(
+                child.status.success(),
+                "the test failed inside `unshare -n`:\n{stdout}\n{stderr}"
+            );
+            // A renamed test would match nothing and "pass" with 0 tests.
+            assert!(
+                stdout.contains("test result: ok. 1 passed"),
+                "the child did not run exactly this test:\n{stdout}\n{stderr}"
+            );
             return;
         }
         let links = LinkReader::connect().unwrap().links().await.unwrap();
@@ -459,6 +528,11 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(
+            socket.exists(),
+            "wireguard-go did not create {} within 5 s",
+            socket.display()
+        );
         let peer = "d9yawLPwxedbuNNCLYjsktE6NCMikIeCFVFXGWneoEQ=";
         run("ip", &["addr", "add", "10.99.0.1/24", "dev", &name]);
         run("ip", &["addr", "add", "fd99::1/64", "dev", &name]);
@@ -505,6 +579,38 @@ mod tests {
             iface.peers[0].public_key,
             PublicKey::from_base64(peer).unwrap()
         );
+    }
+
+    #[test]
+    fn a_link_list_failure_warns_once_then_debug_until_it_recovers() {
+        let recorded = Recorded::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
+        let e = BackendError::Protocol("rtnetlink link dump: boom".into());
+        let mut health = LinkListHealth::default();
+        health.succeeded();
+        for _ in 0..3 {
+            health.failed(&e);
+        }
+        health.succeeded();
+        health.succeeded();
+        health.failed(&e);
+        let levels: Vec<tracing::Level> =
+            recorded.0.lock().unwrap().iter().map(|(l, _)| *l).collect();
+        use tracing::Level;
+        assert_eq!(
+            levels,
+            [
+                Level::WARN,
+                Level::DEBUG,
+                Level::DEBUG,
+                Level::INFO,
+                Level::WARN
+            ]
+        );
+        let warnings = recorded.at_least(Level::WARN);
+        assert!(warnings[0].contains("cannot list links"), "{warnings:?}");
+        assert!(warnings[0].contains("boom"), "{warnings:?}");
     }
 
     #[test]

@@ -56,7 +56,9 @@ pub enum BackendError {
 
 /// Which interfaces to watch: `include` (empty = all) minus `exclude`.
 /// Patterns are interface names with `*` matching any run of characters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialisable so the tracker's saved state can remember the filter it was
+/// built under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InterfaceFilter {
     pub include: Vec<String>,
     pub exclude: Vec<String>,

@@ -25,9 +25,16 @@
 //!   family resolved again and the dump retried once.
 //! - A dump flagged `NLM_F_DUMP_INTR` is retried, [`DUMP_ATTEMPTS`] times in
 //!   all; after that the interface is reported unreadable, never half-read.
+//!   So is a dump the kernel cut short (an error code in `NLMSG_DONE`).
 //! - An interface that vanished between the link dump and its own dump
 //!   (`ENODEV`) is left out; one that exists but cannot be read goes to
 //!   [`Snapshot::unreadable`].
+//! - rtnetlink never surfaces `NLM_F_DUMP_INTR`, so an interrupted link dump
+//!   may silently lack a link. A WireGuard link read last poll
+//!   ([`KnownLinks`]) that is absent from the list is dumped by its old
+//!   ifindex before it may vanish: answering under its name it is kept
+//!   (with its last known MTU and addresses); `ENODEV`, another name or a
+//!   non-WireGuard device there means gone; any other error, unreadable.
 //! - Every request has a deadline ([`REQUEST_TIMEOUT`]).
 //! - Reply buffers (which hold the private key) are never logged.
 
@@ -51,7 +58,7 @@ use netlink_packet_wireguard::{WireguardAttribute, WireguardCmd, WireguardMessag
 use rtnetlink::sys::protocols::NETLINK_GENERIC;
 use rtnetlink::sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
-use super::netlink_decode::{decode_device_bytes, decode_family_reply, DecodeError};
+use super::netlink_decode::{decode_device_bytes, decode_dump, decode_family_reply, DecodeError};
 use super::{Backend, BackendError, InterfaceFilter, PollFuture};
 use crate::model::{Interface, Snapshot};
 
@@ -260,6 +267,12 @@ enum GenlError {
     Timeout,
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// Every one of [`DUMP_ATTEMPTS`] dumps came back `NLM_F_DUMP_INTR`.
+    #[error(
+        "the device changed during each of {DUMP_ATTEMPTS} dumps in a row \
+         (NLM_F_DUMP_INTR); it is read again next poll"
+    )]
+    StillInterrupted,
 }
 
 impl GenlError {
@@ -270,9 +283,14 @@ impl GenlError {
         }
     }
 
-    /// Whether the socket may hold unread replies or be broken.
+    /// Whether the socket may hold unread replies or be broken. Replies that
+    /// ended properly (an error message, `NLMSG_DONE`) leave it usable.
     fn poisons_socket(&self) -> bool {
-        !matches!(self, GenlError::Decode(DecodeError::Kernel { .. }))
+        !matches!(
+            self,
+            GenlError::Decode(DecodeError::Kernel { .. } | DecodeError::DumpAborted { .. })
+                | GenlError::StillInterrupted
+        )
     }
 }
 
@@ -371,9 +389,31 @@ impl GenlSocket {
         let reply = self.request(msg, false).await?;
         Ok(decode_family_reply(&reply)?)
     }
+}
 
-    /// `WG_CMD_GET_DEVICE` as a dump; `ifindex: None` sends no device
-    /// selector at all (used to probe permissions).
+/// The step [`read_device`] repeats: one `WG_CMD_GET_DEVICE` dump over a
+/// socket that caches the family id. A trait so that the retry and
+/// reconnect logic can be tested against scripted replies.
+trait DeviceDump {
+    /// Whether a family id is cached (an error may then mean it is stale).
+    fn has_family(&self) -> bool;
+    /// Drops the cached family id; the next dump resolves it again.
+    fn forget_family(&mut self);
+    /// `WG_CMD_GET_DEVICE` as a dump, returning the raw reply messages;
+    /// `ifindex: None` sends no device selector at all (used to probe
+    /// permissions).
+    async fn dump_device(&mut self, ifindex: Option<u32>) -> Result<Vec<u8>, GenlError>;
+}
+
+impl DeviceDump for GenlSocket {
+    fn has_family(&self) -> bool {
+        self.family.is_some()
+    }
+
+    fn forget_family(&mut self) {
+        self.family = None;
+    }
+
     async fn dump_device(&mut self, ifindex: Option<u32>) -> Result<Vec<u8>, GenlError> {
         let family = self.family().await?;
         let mut genl = GenlMessage::from_payload(WireguardMessage {
@@ -389,44 +429,49 @@ impl GenlSocket {
         msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         self.request(msg, true).await
     }
+}
 
-    /// Reads one interface: `Ok(None)` if it no longer exists.
-    async fn read_device(&mut self, ifindex: u32) -> Result<Option<Interface>, GenlError> {
-        let mut interrupted = 0;
-        let mut refreshed_family = false;
-        loop {
-            let had_family = self.family.is_some();
-            let result = self.dump_device(Some(ifindex)).await.and_then(|mut bytes| {
-                let decoded = decode_device_bytes(&bytes);
-                // The reply holds the private key; do not leave it in freed memory.
-                bytes.fill(0);
-                decoded.map_err(GenlError::from)
-            });
-            match result {
-                Ok(iface) => return Ok(Some(iface)),
-                Err(GenlError::Decode(DecodeError::Interrupted)) => {
-                    interrupted += 1;
-                    if interrupted >= DUMP_ATTEMPTS {
-                        return Err(DecodeError::Interrupted.into());
-                    }
-                    tracing::debug!(
-                        ifindex,
-                        attempt = interrupted,
-                        "dump interrupted; dumping again"
-                    );
+/// Reads one interface: `Ok(None)` if it no longer exists. An interrupted
+/// dump is repeated, [`DUMP_ATTEMPTS`] dumps in all; a family id the kernel
+/// no longer knows is resolved again once.
+async fn read_device(
+    dev: &mut impl DeviceDump,
+    ifindex: u32,
+) -> Result<Option<Interface>, GenlError> {
+    let mut interrupted = 0;
+    let mut refreshed_family = false;
+    loop {
+        let had_family = dev.has_family();
+        let result = dev.dump_device(Some(ifindex)).await.and_then(|mut bytes| {
+            let decoded = decode_device_bytes(&bytes);
+            // The reply holds the private key; do not leave it in freed memory.
+            bytes.fill(0);
+            decoded.map_err(GenlError::from)
+        });
+        match result {
+            Ok(iface) => return Ok(Some(iface)),
+            Err(GenlError::Decode(DecodeError::Interrupted)) => {
+                interrupted += 1;
+                if interrupted >= DUMP_ATTEMPTS {
+                    return Err(GenlError::StillInterrupted);
                 }
-                Err(e) if e.errno() == Some(ENODEV) => return Ok(None),
-                Err(e)
-                    if had_family
-                        && !refreshed_family
-                        && matches!(e.errno(), Some(ENOENT | EINVAL | EOPNOTSUPP)) =>
-                {
-                    tracing::debug!(error = %e, "wireguard family id may be stale; resolving it again");
-                    refreshed_family = true;
-                    self.family = None;
-                }
-                Err(e) => return Err(e),
+                tracing::debug!(
+                    ifindex,
+                    attempt = interrupted,
+                    "dump interrupted; dumping again"
+                );
             }
+            Err(e) if e.errno() == Some(ENODEV) => return Ok(None),
+            Err(e)
+                if had_family
+                    && !refreshed_family
+                    && matches!(e.errno(), Some(ENOENT | EINVAL | EOPNOTSUPP)) =>
+            {
+                tracing::debug!(error = %e, "wireguard family id may be stale; resolving it again");
+                refreshed_family = true;
+                dev.forget_family();
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -457,74 +502,225 @@ impl DeviceReader {
     /// Opens a socket, resolves the `wireguard` family and checks that
     /// device dumps are permitted. `Ok(None)`: the module is not loaded.
     pub async fn probe() -> Result<Option<Self>, BackendError> {
-        let mut socket = GenlSocket::open().map_err(|source| BackendError::Io {
-            context: "opening a generic netlink socket".into(),
-            source,
-        })?;
+        let mut socket = open_socket()?;
         match socket.family().await {
             Ok(_) => {}
             Err(e) if e.errno() == Some(ENOENT) => return Ok(None),
             Err(e) => return Err(probe_error(e)),
         }
-        // Resolving a family needs no privilege; dumping devices needs
-        // CAP_NET_ADMIN, checked by the kernel before it looks at the
-        // request. A dump naming no device fails with EPERM without the
-        // capability and with another error (EBADR, EINVAL) with it.
-        match socket.dump_device(None).await {
-            Ok(_) => {}
-            Err(e) if e.errno().is_some_and(is_permission_errno) => {
-                return Err(needs_cap_net_admin())
-            }
-            Err(e) if e.errno().is_some() => {}
-            Err(e) => return Err(probe_error(e)),
-        }
+        let reply = socket.dump_device(None).await;
+        permission_verdict(reply)?;
         Ok(Some(Self {
             socket: Some(socket),
         }))
     }
 
-    /// Dumps each link (which should be of kind `wireguard`). `Err` only when
-    /// nothing can be read: module gone or permission denied.
-    pub async fn read(&mut self, links: &[&Link]) -> Result<KernelRead, BackendError> {
-        let mut out = KernelRead::default();
-        for link in links {
-            let socket = match &mut self.socket {
-                Some(s) => s,
-                None => {
-                    self.socket
-                        .insert(GenlSocket::open().map_err(|source| BackendError::Io {
-                            context: "opening a generic netlink socket".into(),
-                            source,
-                        })?)
-                }
-            };
-            match socket.read_device(link.index).await {
-                Ok(Some(mut iface)) => {
-                    iface.mtu = link.mtu;
-                    iface.addresses = link.addresses.clone();
-                    out.interfaces.push(iface);
-                }
-                Ok(None) => {
-                    tracing::debug!(interface = %link.name, "interface vanished before it could be read");
-                }
-                Err(e) if e.errno().is_some_and(is_permission_errno) => {
-                    return Err(needs_cap_net_admin())
-                }
-                Err(e) if e.errno() == Some(ENOENT) && socket.family.is_none() => {
-                    // The family could not be resolved again: module unloaded.
-                    return Err(module_not_loaded());
-                }
-                Err(e) => {
-                    tracing::warn!(interface = %link.name, error = %e, "could not read interface");
-                    if e.poisons_socket() {
-                        self.socket = None;
-                    }
-                    out.unreadable.push(link.name.clone());
-                }
-            }
-        }
-        Ok(out)
+    /// Reads the kernel WireGuard links of `listed` that `filter` allows,
+    /// plus each link of `known` the list lacks if its ifindex still answers
+    /// to its name (see [`KnownLinks`]), and updates `known`. `Err` only
+    /// when nothing can be read: module gone or permission denied.
+    pub async fn read_listed(
+        &mut self,
+        listed: &[Link],
+        filter: &InterfaceFilter,
+        known: &mut KnownLinks,
+    ) -> Result<KernelRead, BackendError> {
+        read_remembered(&mut self.socket, open_socket, known, listed, filter).await
     }
+}
+
+fn open_socket() -> Result<GenlSocket, BackendError> {
+    GenlSocket::open().map_err(|source| BackendError::Io {
+        context: "opening a generic netlink socket".into(),
+        source,
+    })
+}
+
+/// Judges the reply to a device dump that names no device. Resolving a
+/// family needs no privilege; dumping devices needs CAP_NET_ADMIN, checked
+/// by the kernel before it looks at the request. So the dump fails with
+/// `EPERM` without the capability and with another error (`EBADR`,
+/// `EINVAL`) with it.
+fn permission_verdict(reply: Result<Vec<u8>, GenlError>) -> Result<(), BackendError> {
+    let decoded = reply.and_then(|mut bytes| {
+        let decoded = decode_dump(&bytes).map(drop);
+        bytes.fill(0);
+        decoded.map_err(GenlError::from)
+    });
+    // A kernel that refuses the device in the dump itself rather than
+    // before it answers in NLMSG_DONE; that is a refusal like any other.
+    let errno = |e: &GenlError| match e {
+        GenlError::Decode(DecodeError::DumpAborted { errno }) => Some(*errno),
+        other => other.errno(),
+    };
+    match decoded {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e).is_some_and(is_permission_errno) => Err(needs_cap_net_admin()),
+        Err(e) if errno(&e).is_some() => Ok(()),
+        Err(e) => Err(probe_error(e)),
+    }
+}
+
+/// Reads each link's device over the socket in `slot`, opening one with
+/// `open` when there is none. A socket that may hold stray replies or be
+/// broken is dropped, so the next poll opens a fresh one.
+async fn read_links<D: DeviceDump>(
+    slot: &mut Option<D>,
+    open: impl Fn() -> Result<D, BackendError>,
+    links: &[&Link],
+) -> Result<KernelRead, BackendError> {
+    let mut out = KernelRead::default();
+    for link in links {
+        read_link(slot, &open, link, Source::Listed, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Where a link to read came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// This poll's link list.
+    Listed,
+    /// Only [`KnownLinks`]: read last poll, absent from this poll's list.
+    Remembered,
+}
+
+/// Reads one link's device into `out` (or leaves it out when it is gone).
+/// `Err` only when nothing can be read: module gone or permission denied.
+async fn read_link<D: DeviceDump>(
+    slot: &mut Option<D>,
+    open: &impl Fn() -> Result<D, BackendError>,
+    link: &Link,
+    source: Source,
+    out: &mut KernelRead,
+) -> Result<(), BackendError> {
+    let socket = match slot {
+        Some(s) => s,
+        None => slot.insert(open()?),
+    };
+    let remembered = source == Source::Remembered;
+    match read_device(socket, link.index).await {
+        // A remembered link is only itself if its ifindex still carries
+        // its name; the link list was not there to say so.
+        Ok(Some(mut iface)) if !remembered || iface.name == link.name => {
+            if remembered {
+                tracing::debug!(
+                    interface = %link.name,
+                    ifindex = link.index,
+                    "link missing from the link dump found by ifindex; kept"
+                );
+            }
+            iface.mtu = link.mtu;
+            iface.addresses = link.addresses.clone();
+            out.interfaces.push(iface);
+        }
+        Ok(Some(other)) => {
+            tracing::debug!(
+                interface = %link.name,
+                ifindex = link.index,
+                now = %other.name,
+                "link missing from the link dump: its ifindex names another device; gone"
+            );
+        }
+        Ok(None) if remembered => {
+            tracing::debug!(interface = %link.name, "link missing from the link dump is gone (ENODEV)");
+        }
+        Ok(None) => {
+            tracing::debug!(interface = %link.name, "interface vanished before it could be read");
+        }
+        // The family was resolved afresh for this answer (read_device
+        // retries a stale id), so the kernel says the ifindex now names a
+        // device that is not WireGuard: the remembered one is gone.
+        Err(e) if remembered && e.errno() == Some(EOPNOTSUPP) => {
+            tracing::debug!(
+                interface = %link.name,
+                ifindex = link.index,
+                "link missing from the link dump: its ifindex is no WireGuard device now; gone"
+            );
+        }
+        Err(e) if e.errno().is_some_and(is_permission_errno) => return Err(needs_cap_net_admin()),
+        Err(e) if e.errno() == Some(ENOENT) && !socket.has_family() => {
+            // The family could not be resolved again: module unloaded.
+            return Err(module_not_loaded());
+        }
+        Err(e) => {
+            tracing::warn!(interface = %link.name, error = %e, "could not read interface");
+            if e.poisons_socket() {
+                *slot = None;
+            }
+            out.unreadable.push(link.name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The kernel WireGuard links read (or found unreadable) in the previous
+/// poll, by name.
+///
+/// rtnetlink does not surface `NLM_F_DUMP_INTR`, so a link dump that a
+/// concurrent link change interrupted can silently lack a link. A link
+/// remembered here but absent from this poll's list is therefore asked for
+/// by its old ifindex before it may count as deleted
+/// ([`DeviceReader::read_listed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownLinks {
+    by_name: BTreeMap<String, Link>,
+}
+
+impl KnownLinks {
+    /// The remembered links that `listed` lacks (by name, of any kind) and
+    /// `filter` still allows: the ones to confirm by ifindex.
+    pub fn missing(&self, listed: &[Link], filter: &InterfaceFilter) -> Vec<Link> {
+        self.by_name
+            .values()
+            .filter(|k| filter.allows(&k.name) && !listed.iter().any(|l| l.name == k.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every link (no kernel WireGuard link can exist any more).
+    pub fn clear(&mut self) {
+        self.by_name.clear();
+    }
+
+    /// Remembers those of `links` that `read` found or could not read; the
+    /// ones that are gone are forgotten.
+    fn replace<'a>(&mut self, links: impl IntoIterator<Item = &'a Link>, read: &KernelRead) {
+        self.by_name = links
+            .into_iter()
+            .filter(|l| {
+                read.interfaces.iter().any(|i| i.name == l.name)
+                    || read.unreadable.contains(&l.name)
+            })
+            .map(|l| (l.name.clone(), l.clone()))
+            .collect();
+    }
+}
+
+/// Reads the kernel WireGuard links of `listed` that `filter` allows, then
+/// confirms by ifindex each link of `known` that `listed` lacks: found with
+/// the same name, it is read (keeping its last known MTU and addresses);
+/// `ENODEV`, another name or a non-WireGuard device there, it is gone; any
+/// other error, it is unreadable. `known` then holds this poll's links; on
+/// `Err` it is left as it was.
+async fn read_remembered<D: DeviceDump>(
+    slot: &mut Option<D>,
+    open: impl Fn() -> Result<D, BackendError>,
+    known: &mut KnownLinks,
+    listed: &[Link],
+    filter: &InterfaceFilter,
+) -> Result<KernelRead, BackendError> {
+    let wanted: Vec<&Link> = listed
+        .iter()
+        .filter(|l| l.wireguard && filter.allows(&l.name))
+        .collect();
+    let missing = known.missing(listed, filter);
+    let mut out = read_links(slot, &open, &wanted).await?;
+    for link in &missing {
+        read_link(slot, &open, link, Source::Remembered, &mut out).await?;
+    }
+    known.replace(wanted.into_iter().chain(&missing), &out);
+    Ok(out)
 }
 
 fn probe_error(e: GenlError) -> BackendError {
@@ -548,6 +744,8 @@ fn probe_error(e: GenlError) -> BackendError {
 pub struct KernelBackend {
     links: Option<LinkReader>,
     devices: DeviceReader,
+    /// Last poll's links, to confirm one the link dump missed.
+    known: KnownLinks,
 }
 
 impl KernelBackend {
@@ -558,6 +756,7 @@ impl KernelBackend {
         Ok(Self {
             links: Some(LinkReader::connect()?),
             devices,
+            known: KnownLinks::default(),
         })
     }
 
@@ -573,11 +772,10 @@ impl KernelBackend {
                 return Err(e);
             }
         };
-        let wanted: Vec<&Link> = links
-            .iter()
-            .filter(|l| l.wireguard && filter.allows(&l.name))
-            .collect();
-        let read = self.devices.read(&wanted).await?;
+        let read = self
+            .devices
+            .read_listed(&links, filter, &mut self.known)
+            .await?;
         let mut snapshot = Snapshot {
             interfaces: read.interfaces,
             unreadable: read.unreadable,
@@ -599,9 +797,18 @@ impl Backend for KernelBackend {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_core::NLM_F_MULTIPART;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use netlink_packet_core::{
+        ErrorMessage, NetlinkHeader, NetlinkPayload, NLM_F_DUMP_INTR, NLM_F_MULTIPART,
+    };
 
     use super::*;
+    use crate::backend::netlink_decode::tests::{
+        done_with_error, encode, frame_ending, frame_with, split, split_peer, split_peer_plan,
+        three_peers, Plan,
+    };
     use crate::model::DriverKind;
 
     /// Whether the kernel has the `wireguard` family, asked through the
@@ -716,7 +923,7 @@ mod tests {
         // An id no family has: what the kernel says after a module reload.
         socket.family = Some(0xfff0);
         let lo = 1;
-        let e = socket.read_device(lo).await.unwrap_err();
+        let e = read_device(&mut socket, lo).await.unwrap_err();
         if registered {
             // Resolved again, then the dump reached the module, which
             // refuses `lo` (not a WireGuard device) or the caller.
@@ -784,5 +991,402 @@ mod tests {
         assert_eq!(ifaces[0].addresses, links[0].addresses);
         assert_eq!(ifaces[0].driver, DriverKind::Userspace);
         assert_eq!((ifaces[1].mtu, ifaces[1].addresses.len()), (None, 0));
+    }
+
+    // ----- retry and reconnect, against scripted replies -----
+
+    type Reply = Result<Vec<u8>, GenlError>;
+    /// A dump as the script saw it: (socket number, ifindex).
+    type Dump = (usize, Option<u32>);
+
+    /// Replies for scripted sockets, and what they were asked.
+    #[derive(Clone, Default)]
+    struct Script {
+        replies: Arc<Mutex<VecDeque<Reply>>>,
+        dumps: Arc<Mutex<Vec<Dump>>>,
+        opened: Arc<Mutex<usize>>,
+    }
+
+    impl Script {
+        fn new(replies: impl IntoIterator<Item = Reply>) -> Self {
+            Self {
+                replies: Arc::new(Mutex::new(replies.into_iter().collect())),
+                ..Self::default()
+            }
+        }
+
+        /// Opens the next scripted socket, as `GenlSocket::open` would.
+        fn open(&self) -> Result<Scripted, BackendError> {
+            let mut opened = self.opened.lock().unwrap();
+            *opened += 1;
+            Ok(Scripted {
+                number: *opened,
+                family: Some(FAMILY_ID),
+                script: self.clone(),
+            })
+        }
+
+        fn dumps(&self) -> Vec<Dump> {
+            self.dumps.lock().unwrap().clone()
+        }
+
+        fn left(&self) -> usize {
+            self.replies.lock().unwrap().len()
+        }
+    }
+
+    const FAMILY_ID: u16 = 0x15;
+
+    /// A socket that answers each dump with the script's next reply.
+    struct Scripted {
+        number: usize,
+        family: Option<u16>,
+        script: Script,
+    }
+
+    impl DeviceDump for Scripted {
+        fn has_family(&self) -> bool {
+            self.family.is_some()
+        }
+
+        fn forget_family(&mut self) {
+            self.family = None;
+        }
+
+        async fn dump_device(&mut self, ifindex: Option<u32>) -> Result<Vec<u8>, GenlError> {
+            self.family = Some(FAMILY_ID);
+            self.script
+                .dumps
+                .lock()
+                .unwrap()
+                .push((self.number, ifindex));
+            self.script
+                .replies
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("a scripted reply for every dump")
+        }
+    }
+
+    fn interrupted(model: &Interface) -> Reply {
+        let messages = split(
+            model,
+            &Plan {
+                first: 2,
+                caps: vec![3],
+            },
+        );
+        Ok(frame_with(messages, |i| {
+            if i == 1 {
+                NLM_F_DUMP_INTR
+            } else {
+                0
+            }
+        }))
+    }
+
+    fn kernel_error(errno: i32) -> Reply {
+        let mut err = ErrorMessage::default();
+        err.code = std::num::NonZeroI32::new(-errno);
+        let mut msg = NetlinkMessage::<GenlMessage<WireguardMessage>>::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::Error(err),
+        );
+        msg.finalize();
+        let mut bytes = vec![0; msg.buffer_len()];
+        msg.serialize(&mut bytes);
+        Ok(bytes)
+    }
+
+    fn link(index: u32, name: &str) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mtu: Some(1420),
+            wireguard: true,
+            addresses: vec!["10.8.0.1/24".parse().unwrap()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dump_interrupted_twice_then_complete_gives_the_model() {
+        let model = three_peers();
+        let script = Script::new([
+            interrupted(&model),
+            interrupted(&model),
+            Ok(encode(
+                &model,
+                &Plan {
+                    first: 2,
+                    caps: vec![3],
+                },
+            )),
+        ]);
+        let mut socket = script.open().unwrap();
+        let got = read_device(&mut socket, 9).await.unwrap();
+        assert_eq!(got, Some(model));
+        assert_eq!(script.dumps(), [(1, Some(9)); 3]);
+    }
+
+    #[tokio::test]
+    async fn a_dump_always_interrupted_gives_up_after_dump_attempts() {
+        let model = three_peers();
+        let script = Script::new((0..DUMP_ATTEMPTS + 1).map(|_| interrupted(&model)));
+        let mut socket = script.open().unwrap();
+        let e = read_device(&mut socket, 9).await.unwrap_err();
+        assert!(matches!(e, GenlError::StillInterrupted), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the device changed during each of 3 dumps in a row (NLM_F_DUMP_INTR); \
+             it is read again next poll"
+        );
+        assert_eq!(script.dumps().len(), DUMP_ATTEMPTS);
+        assert_eq!(script.left(), 1, "no dump beyond DUMP_ATTEMPTS");
+
+        // Through the reader: unreadable, not absent; the socket is kept.
+        let script = Script::new((0..DUMP_ATTEMPTS).map(|_| interrupted(&model)));
+        let mut slot = None;
+        let wg = link(9, "wg-three");
+        let read = read_links(&mut slot, || script.open(), &[&wg])
+            .await
+            .unwrap();
+        assert_eq!(
+            (read.interfaces.len(), read.unreadable),
+            (0, vec!["wg-three".into()])
+        );
+        assert!(slot.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_io_error_reopens_the_socket_on_the_next_poll() {
+        let model = three_peers();
+        let broken = io::Error::new(io::ErrorKind::BrokenPipe, "broken");
+        let script = Script::new([
+            Err(GenlError::Io(broken)),
+            Ok(encode(&model, &Plan::one_message())),
+            Err(GenlError::Timeout),
+            kernel_error(16), // EBUSY: a complete answer, the socket stays
+            Ok(encode(&model, &Plan::one_message())),
+        ]);
+        let wg = link(9, "wg-three");
+        let links = [&wg];
+        let mut slot = None;
+        let mut polls = Vec::new();
+        for _ in 0..5 {
+            polls.push(
+                read_links(&mut slot, || script.open(), &links)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut expected = model.clone();
+        expected.mtu = Some(1420);
+        expected.addresses = wg.addresses.clone();
+        let seen: Vec<(usize, usize)> = polls
+            .iter()
+            .map(|p| (p.interfaces.len(), p.unreadable.len()))
+            .collect();
+        assert_eq!(seen, [(0, 1), (1, 0), (0, 1), (0, 1), (1, 0)]);
+        assert_eq!(polls[1].interfaces, [expected.clone()]);
+        assert_eq!(polls[4].interfaces, [expected]);
+        assert_eq!(polls[0].unreadable, ["wg-three"]);
+        // Socket 1 broke, socket 2 timed out, socket 3 survived EBUSY.
+        let sockets: Vec<usize> = script.dumps().iter().map(|(n, _)| *n).collect();
+        assert_eq!(sockets, [1, 2, 2, 3, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_dump_cut_short_in_done_leaves_the_interface_unreadable() {
+        let script = Script::new([
+            Ok(done_with_error()),
+            Ok(encode(&split_peer(), &split_peer_plan())),
+        ]);
+        let (cut, next) = (link(9, "wg-split"), link(10, "wg-split"));
+        let mut slot = None;
+        let read = read_links(&mut slot, || script.open(), &[&cut, &next])
+            .await
+            .unwrap();
+        // Never the two and a half peers before the error.
+        assert_eq!(read.unreadable, ["wg-split"]);
+        assert_eq!(read.interfaces.len(), 1);
+        assert_eq!(read.interfaces[0].peers.len(), 3);
+        assert_eq!(script.dumps(), [(1, Some(9)), (1, Some(10))]);
+    }
+
+    /// `three_peers` under another name, as one complete dump.
+    fn device(name: &str) -> Reply {
+        Ok(encode(&named(name), &Plan::one_message()))
+    }
+
+    fn named(name: &str) -> Interface {
+        let mut model = three_peers();
+        model.name = name.into();
+        model
+    }
+
+    fn names(read: &KernelRead) -> (Vec<&str>, Vec<&str>) {
+        (
+            read.interfaces.iter().map(|i| i.name.as_str()).collect(),
+            read.unreadable.iter().map(String::as_str).collect(),
+        )
+    }
+
+    /// Regression: rtnetlink hides `NLM_F_DUMP_INTR`, so an interrupted link
+    /// dump could lack wg1 and the tracker saw it deleted for one poll.
+    #[tokio::test]
+    async fn a_link_missing_from_an_interrupted_link_dump_is_not_deleted() {
+        let all = InterfaceFilter::default();
+        let (wg0, mut wg1) = (link(9, "wg0"), link(10, "wg1"));
+        wg1.mtu = Some(1380);
+        let both = [wg0.clone(), wg1];
+        let only_wg0 = [wg0];
+        let script = Script::new([
+            device("wg0"),
+            device("wg1"),
+            // Poll 2: wg1 is not listed but its ifindex still answers.
+            device("wg0"),
+            device("wg1"),
+            // Poll 3: now the kernel says there is no such device.
+            device("wg0"),
+            kernel_error(ENODEV),
+            // Poll 4: wg1 is forgotten, not asked for again.
+            device("wg0"),
+        ]);
+        let (mut slot, mut known) = (None, KnownLinks::default());
+        let open = || script.open();
+        let first = read_remembered(&mut slot, open, &mut known, &both, &all)
+            .await
+            .unwrap();
+        assert_eq!(names(&first), (vec!["wg0", "wg1"], vec![]));
+        let second = read_remembered(&mut slot, open, &mut known, &only_wg0, &all)
+            .await
+            .unwrap();
+        assert_eq!(names(&second), (vec!["wg0", "wg1"], vec![]));
+        // Found by ifindex, with the MTU and addresses it was last listed with.
+        assert_eq!(second.interfaces[1], first.interfaces[1]);
+        assert_eq!(second.interfaces[1].mtu, Some(1380));
+        let third = read_remembered(&mut slot, open, &mut known, &only_wg0, &all)
+            .await
+            .unwrap();
+        assert_eq!(names(&third), (vec!["wg0"], vec![]));
+        let fourth = read_remembered(&mut slot, open, &mut known, &only_wg0, &all)
+            .await
+            .unwrap();
+        assert_eq!(names(&fourth), (vec!["wg0"], vec![]));
+        let asked: Vec<Option<u32>> = script.dumps().iter().map(|(_, i)| *i).collect();
+        assert_eq!(
+            asked,
+            [9, 10, 9, 10, 9, 10, 9].map(Some),
+            "wg1 confirmed by its old ifindex twice, then forgotten"
+        );
+        assert_eq!(script.left(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_missing_link_that_cannot_be_confirmed_is_unreadable_and_remembered() {
+        let all = InterfaceFilter::default();
+        let (wg0, wg1) = (link(9, "wg0"), link(10, "wg1"));
+        let script = Script::new([
+            device("wg0"),
+            device("wg1"),
+            // EBUSY for wg1's ifindex: neither there nor gone.
+            device("wg0"),
+            kernel_error(16),
+            // Still remembered: asked again and found.
+            device("wg0"),
+            device("wg1"),
+        ]);
+        let (mut slot, mut known) = (None, KnownLinks::default());
+        let open = || script.open();
+        let both = [wg0.clone(), wg1];
+        let only_wg0 = [wg0];
+        let read = read_remembered(&mut slot, open, &mut known, &both, &all).await;
+        assert_eq!(names(&read.unwrap()), (vec!["wg0", "wg1"], vec![]));
+        let read = read_remembered(&mut slot, open, &mut known, &only_wg0, &all).await;
+        assert_eq!(names(&read.unwrap()), (vec!["wg0"], vec!["wg1"]));
+        let read = read_remembered(&mut slot, open, &mut known, &only_wg0, &all).await;
+        assert_eq!(names(&read.unwrap()), (vec!["wg0", "wg1"], vec![]));
+        assert_eq!(script.left(), 0);
+        // EBUSY is a complete answer: one socket throughout.
+        assert!(script.dumps().iter().all(|(n, _)| *n == 1));
+    }
+
+    #[tokio::test]
+    async fn a_missing_link_whose_ifindex_names_another_device_is_gone() {
+        let all = InterfaceFilter::default();
+        let listed = [link(9, "wg0"), link(10, "wg1"), link(11, "wg2")];
+        let script = Script::new([
+            device("wg0"),
+            device("wg1"),
+            device("wg2"),
+            // wg1's ifindex now belongs to a WireGuard device of another name.
+            device("wg0"),
+            device("wg-other"),
+            // wg2's ifindex is no WireGuard device: EOPNOTSUPP, also after
+            // the family id is resolved again.
+            kernel_error(EOPNOTSUPP),
+            kernel_error(EOPNOTSUPP),
+        ]);
+        let (mut slot, mut known) = (None, KnownLinks::default());
+        let open = || script.open();
+        let read = read_remembered(&mut slot, open, &mut known, &listed, &all).await;
+        assert_eq!(names(&read.unwrap()).0, ["wg0", "wg1", "wg2"]);
+        let read = read_remembered(&mut slot, open, &mut known, &listed[..1], &all).await;
+        assert_eq!(names(&read.unwrap()), (vec!["wg0"], vec![]));
+        assert_eq!(script.left(), 0);
+        assert_eq!(known.missing(&listed[..1], &all), []);
+    }
+
+    #[test]
+    fn only_links_the_list_lacks_and_the_filter_allows_are_missing() {
+        let (wg0, wg1, wg2) = (link(9, "wg0"), link(10, "wg1"), link(11, "wg2"));
+        let mut known = KnownLinks::default();
+        let read = KernelRead {
+            interfaces: vec![named("wg0"), named("wg1")],
+            unreadable: vec!["wg2".into()],
+        };
+        known.replace([&wg0, &wg1, &wg2, &link(12, "wg3")], &read);
+        // wg1 is listed again, as a userspace (tun) link: not missing.
+        let mut tun = wg1.clone();
+        tun.wireguard = false;
+        let filter = InterfaceFilter {
+            include: vec![],
+            exclude: vec!["wg2".into()],
+        };
+        assert_eq!(
+            known.missing(std::slice::from_ref(&tun), &filter),
+            std::slice::from_ref(&wg0)
+        );
+        assert_eq!(
+            known.missing(&[tun], &InterfaceFilter::default()),
+            [wg0, wg2],
+            "wg3 was neither read nor unreadable, so it is not remembered"
+        );
+        known.clear();
+        assert_eq!(known.missing(&[], &InterfaceFilter::default()), []);
+    }
+
+    #[test]
+    fn the_permission_probe_reads_the_kernels_answer() {
+        // Without CAP_NET_ADMIN the kernel answers EPERM in NLMSG_ERROR.
+        let e = permission_verdict(kernel_error(EPERM)).unwrap_err();
+        assert_eq!(e.to_string(), needs_cap_net_admin().to_string());
+        // With it, a dump naming no device is refused for that instead.
+        assert!(permission_verdict(kernel_error(EINVAL)).is_ok());
+        assert!(permission_verdict(kernel_error(53)).is_ok()); // EBADR
+        let refused_in_done = |code| Ok(frame_ending(vec![], |_| 0, code));
+        assert!(permission_verdict(refused_in_done(-53)).is_ok());
+        assert!(matches!(
+            permission_verdict(refused_in_done(-EPERM)),
+            Err(BackendError::Unavailable { .. })
+        ));
+        let garbled = permission_verdict(Ok(vec![1, 2, 3])).unwrap_err();
+        assert!(matches!(garbled, BackendError::Protocol(_)), "{garbled}");
+        let io = GenlError::Io(io::Error::other("down"));
+        assert!(matches!(
+            permission_verdict(Err(io)),
+            Err(BackendError::Io { .. })
+        ));
     }
 }

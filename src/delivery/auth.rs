@@ -2,8 +2,8 @@
 //! `Bearer`, `Basic`, or an OAuth 2.0 client-credentials token.
 //!
 //! OAuth 2.0: the token is fetched on first use, cached, and fetched again
-//! shortly before it expires ([`refresh_at`]) or when the receiver answers
-//! 401 to it ([`Authorizer::invalidate`], then the sender retries once).
+//! shortly before it expires ([`refresh_at`]; lifetimes are capped at
+//! [`MAX_TOKEN_LIFETIME`]) or when the receiver answers 401 to it ([`Authorizer::invalidate`], then the sender retries once).
 //! Only one token request is in flight per webhook: concurrent deliveries
 //! wait for it and share the token.
 //!
@@ -31,6 +31,9 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 /// Token endpoint answers are read up to this many bytes.
 pub const MAX_TOKEN_ANSWER: usize = 64 * 1024;
+/// A token is used for at most this long, whatever its `expires_in` says
+/// (a nonsense value like `u64::MAX` seconds must not overflow the clock).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Why no `Authorization` header could be produced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,10 +135,15 @@ fn sensitive(value: &str) -> Option<HeaderValue> {
 
 /// When a token obtained at `obtained`, valid for `lifetime`, is refreshed:
 /// [`MAX_REFRESH_MARGIN`] before expiry, or a quarter of its lifetime before
-/// for tokens shorter than four minutes.
+/// for tokens shorter than four minutes. Lifetimes beyond
+/// [`MAX_TOKEN_LIFETIME`] count as that; never panics.
 pub fn refresh_at(obtained: Instant, lifetime: Duration) -> Instant {
+    let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
     let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
-    obtained + lifetime.saturating_sub(margin)
+    // Unreachable overflow after the cap; refreshing at once is the safe side.
+    obtained
+        .checked_add(lifetime.saturating_sub(margin))
+        .unwrap_or(obtained)
 }
 
 struct Cached {
@@ -264,6 +272,15 @@ impl TokenSource {
                 .map(Duration::from_secs)
                 .ok_or_else(|| self.error("expires_in is not a number of seconds"))?,
         };
+        if lifetime > MAX_TOKEN_LIFETIME {
+            tracing::debug!(
+                token_url = %display_url(&s.token_url),
+                expires_in_s = lifetime.as_secs(),
+                max_s = MAX_TOKEN_LIFETIME.as_secs(),
+                "oauth2 token lifetime capped"
+            );
+        }
+        let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
         tracing::debug!(
             token_url = %display_url(&s.token_url),
             expires_in_s = lifetime.as_secs(),
@@ -329,6 +346,17 @@ mod tests {
             refresh_at(t0, DEFAULT_TOKEN_LIFETIME),
             t0 + Duration::from_secs(240)
         );
+    }
+
+    /// Regression: `expires_in: 18446744073709551615` overflowed `Instant +
+    /// Duration` and panicked the delivery task.
+    #[test]
+    fn absurd_token_lifetimes_are_capped_at_a_day() {
+        let t0 = Instant::now();
+        let day = t0 + MAX_TOKEN_LIFETIME - MAX_REFRESH_MARGIN;
+        assert_eq!(refresh_at(t0, Duration::from_secs(u64::MAX)), day);
+        assert_eq!(refresh_at(t0, Duration::MAX), day);
+        assert_eq!(refresh_at(t0, MAX_TOKEN_LIFETIME * 2), day);
     }
 
     #[test]

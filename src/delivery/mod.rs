@@ -10,8 +10,10 @@
 //!
 //! Invariants: `commit` never waits on a receiver; an event leaves the outbox
 //! only after a 2xx, when given up (kept as a dead letter), or when the bound
-//! drops it (ERROR logged); a delivery that was in flight at a crash is sent
-//! again after the restart, with the same `webhook-id`.
+//! drops it (ERROR logged, as is each dead letter the bound deletes); every
+//! attempt is settled, even one whose task panicked (a failed attempt,
+//! retried per the schedule); a delivery that was in flight at a crash is
+//! sent again after the restart, with the same `webhook-id`.
 
 pub mod auth;
 pub mod http;
@@ -20,13 +22,15 @@ pub mod retry;
 pub mod scheduler;
 pub mod signing;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
 use crate::event::Event;
@@ -42,6 +46,22 @@ const JITTER: f64 = 0.2;
 
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 2_000;
+
+/// What a webhook's task sends with: the [`HttpSender`] (a stand-in in tests).
+trait Transport: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn send<'a>(&'a self, event: &'a Event, now: DateTime<Utc>) -> BoxFuture<'a, http::Attempt>;
+}
+
+impl Transport for HttpSender {
+    fn name(&self) -> &str {
+        HttpSender::name(self)
+    }
+
+    fn send<'a>(&'a self, event: &'a Event, now: DateTime<Utc>) -> BoxFuture<'a, http::Attempt> {
+        Box::pin(HttpSender::send(self, event, now))
+    }
+}
 
 /// Messages from the poll loop to one webhook's task.
 enum Msg {
@@ -102,6 +122,39 @@ impl Delivery {
         settings: &DeliverySettings,
         metrics: Option<Metrics>,
     ) -> Result<Self, StoreError> {
+        let webhooks = webhooks
+            .into_iter()
+            .map(|(hook, sender)| (hook, Arc::new(sender) as Arc<dyn Transport>))
+            .collect::<Vec<_>>();
+        {
+            let db = lock(&store);
+            let configured: Vec<&str> = webhooks.iter().map(|(w, _)| w.name.as_str()).collect();
+            for (name, count) in db.pending_webhooks()? {
+                if !configured.contains(&name.as_str()) {
+                    tracing::warn!(
+                        webhook = %name,
+                        pending = count,
+                        "the outbox holds events for a webhook that is no longer configured; \
+                         they stay there (see `wghook outbox`, `wghook outbox purge`)"
+                    );
+                }
+            }
+        }
+        Self::start_with(store, webhooks, settings, metrics)
+    }
+
+    /// A delivery with no webhooks and no warnings: what the daemon holds
+    /// for the moment a reload swaps the old webhooks for the new ones.
+    pub fn idle(store: Arc<Mutex<Store>>, settings: &DeliverySettings) -> Result<Self, StoreError> {
+        Self::start_with(store, Vec::new(), settings, None)
+    }
+
+    fn start_with(
+        store: Arc<Mutex<Store>>,
+        webhooks: Vec<(Webhook, Arc<dyn Transport>)>,
+        settings: &DeliverySettings,
+        metrics: Option<Metrics>,
+    ) -> Result<Self, StoreError> {
         let (out_tx, out_rx) = std::sync::mpsc::channel::<Record>();
         let writer_store = Arc::clone(&store);
         let writer = std::thread::Builder::new()
@@ -116,17 +169,6 @@ impl Delivery {
         let mut hooks = Vec::with_capacity(webhooks.len());
         {
             let db = lock(&store);
-            let configured: Vec<&str> = webhooks.iter().map(|(w, _)| w.name.as_str()).collect();
-            for (name, count) in db.pending_webhooks()? {
-                if !configured.contains(&name.as_str()) {
-                    tracing::warn!(
-                        webhook = %name,
-                        pending = count,
-                        "the outbox holds events for a webhook that is no longer configured; \
-                         they stay there (see `wghook outbox`, `wghook outbox purge`)"
-                    );
-                }
-            }
             for (hook, sender) in webhooks {
                 let mut queue = Queue::default();
                 for p in db.pending(&hook.name)? {
@@ -150,7 +192,7 @@ impl Delivery {
                 let worker = Worker {
                     stats: Arc::clone(&stats),
                     metrics: metrics.clone(),
-                    sender: Arc::new(sender),
+                    sender,
                     schedule: schedule(&hook.retry),
                     max_in_flight: hook.max_in_flight,
                     queue,
@@ -205,6 +247,9 @@ impl Delivery {
     /// Commits a poll (events, routed to the webhooks that want them, and the
     /// tracker state) to the outbox, then hands the events to the webhooks'
     /// tasks. Returns once the commit is durable; never waits on a receiver.
+    /// On an error nothing was committed; [`StoreError::is_retriable`] tells
+    /// whether the same poll may be committed again (another process held
+    /// the database).
     pub fn commit(
         &self,
         events: Vec<Event>,
@@ -253,6 +298,7 @@ impl Delivery {
                 let _ = hook.tx.send(Msg::Drop(seqs.clone()));
             }
         }
+        self.forget_dead_letters(&committed.dead_letters_dropped);
         let mut batches: Vec<Vec<Item>> = vec![Vec::new(); self.hooks.len()];
         for ((event, seq), route) in events.into_iter().zip(committed.seqs).zip(&routes) {
             let Some(seq) = seq else { continue };
@@ -276,6 +322,31 @@ impl Delivery {
             }
         }
         Ok(())
+    }
+
+    /// Logs each dead letter the bound deleted (lost for good: ERROR), counts
+    /// them with the dropped events, and lowers the webhooks' given-up figures.
+    fn forget_dead_letters(&self, deleted: &[outbox::DroppedDeadLetter]) {
+        for d in deleted {
+            tracing::error!(
+                webhook = %d.webhook,
+                event_id = %d.id,
+                event = %d.name,
+                max_pending_events = self.settings.max_pending_events,
+                "too many given-up events: deleted the oldest dead letter"
+            );
+            if let Some(hook) = self.hooks.iter().find(|h| h.name == d.webhook) {
+                let _ =
+                    hook.stats
+                        .given_up
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            Some(n.saturating_sub(1))
+                        });
+            }
+        }
+        if let (Some(m), false) = (&self.metrics, deleted.is_empty()) {
+            m.dropped(deleted.len() as u64);
+        }
     }
 
     /// Stops the tasks: in-flight requests get `shutdown_timeout` to finish,
@@ -359,7 +430,7 @@ fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Record>) 
 struct Worker {
     stats: Arc<QueueStats>,
     metrics: Option<Metrics>,
-    sender: Arc<HttpSender>,
+    sender: Arc<dyn Transport>,
     schedule: Schedule,
     max_in_flight: usize,
     queue: Queue,
@@ -379,6 +450,8 @@ impl Worker {
         mut acks: mpsc::UnboundedReceiver<i64>,
     ) {
         let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
+        // Which delivery each task carries, to settle one that panicked.
+        let mut carrying: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut disabled = false;
         let mut draining = false;
         loop {
@@ -397,10 +470,12 @@ impl Worker {
                         break;
                     };
                     let sender = Arc::clone(&self.sender);
-                    in_flight.spawn(async move {
+                    let seq = item.seq;
+                    let task = in_flight.spawn(async move {
                         let attempt = sender.send(&item.event, Utc::now()).await;
                         (item.seq, attempt)
                     });
+                    carrying.insert(task.id(), seq);
                 }
             }
             let wake = (!disabled && in_flight.len() + self.awaiting < self.max_in_flight)
@@ -421,8 +496,8 @@ impl Worker {
                     Some(Msg::Drain) => draining = true,
                     None => break,
                 },
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Ok((seq, attempt)) = done {
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    if let Some((seq, attempt)) = self.joined(done, &mut carrying) {
                         disabled |= self.settle(seq, attempt);
                     }
                 }
@@ -432,8 +507,8 @@ impl Worker {
         }
         // Shutdown: let in-flight requests finish, within the timeout.
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            while let Some(done) = in_flight.join_next().await {
-                if let Ok((seq, attempt)) = done {
+            while let Some(done) = in_flight.join_next_with_id().await {
+                if let Some((seq, attempt)) = self.joined(done, &mut carrying) {
                     self.settle(seq, attempt);
                 }
             }
@@ -453,6 +528,41 @@ impl Worker {
             );
             in_flight.abort_all();
         }
+    }
+
+    /// The attempt a finished task carried. A task that panicked counts as a
+    /// failed attempt (so the delivery is retried per the schedule instead of
+    /// staying in flight until a restart); one aborted at the shutdown
+    /// timeout is not settled (it stays pending in the outbox).
+    fn joined(
+        &self,
+        done: Result<(tokio::task::Id, (i64, http::Attempt)), JoinError>,
+        carrying: &mut HashMap<tokio::task::Id, i64>,
+    ) -> Option<(i64, http::Attempt)> {
+        let e = match done {
+            Ok((id, done)) => {
+                carrying.remove(&id);
+                return Some(done);
+            }
+            Err(e) => e,
+        };
+        let seq = carrying.remove(&e.id())?;
+        if !e.is_panic() {
+            return None;
+        }
+        // The panic message stays out of the log: it could quote anything.
+        let event_id = self.queue.get(seq).map(|i| i.event.id.to_string());
+        tracing::error!(
+            webhook = self.sender.name(),
+            event_id = event_id.as_deref().unwrap_or("-"),
+            "the delivery task panicked (a bug in wghook, please report it); \
+             counting the attempt as failed"
+        );
+        let attempt = http::Attempt {
+            result: AttemptResult::Failed("internal error: the delivery task panicked".into()),
+            elapsed: Duration::ZERO,
+        };
+        Some((seq, attempt))
     }
 
     /// The writer has made a delivered or given-up outcome durable.
@@ -588,5 +698,188 @@ async fn sleep_opt(d: Option<Duration>) {
     match d {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Entity, EventKind, InterfaceInfo};
+    use crate::model::DriverKind;
+    use crate::tracker::{Changes, State};
+    use http::{Attempt, AttemptResult};
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sender answering from a script: call n gets `script(n)`, and
+    /// panics (inside the delivery task) where the script says `None`.
+    struct Scripted {
+        calls: AtomicUsize,
+        script: fn(usize) -> Option<AttemptResult>,
+    }
+
+    impl Transport for Scripted {
+        fn name(&self) -> &str {
+            "default"
+        }
+
+        fn send<'a>(&'a self, _event: &'a Event, _now: DateTime<Utc>) -> BoxFuture<'a, Attempt> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let result = (self.script)(n);
+            Box::pin(async move {
+                let Some(result) = result else {
+                    panic!("scripted panic in attempt {n}");
+                };
+                Attempt {
+                    result,
+                    elapsed: Duration::ZERO,
+                }
+            })
+        }
+    }
+
+    fn status(code: u16) -> Option<AttemptResult> {
+        Some(AttemptResult::Status {
+            code,
+            body: String::new(),
+            retry_after: None,
+        })
+    }
+
+    /// One webhook named `default`, retried after 20 ms, and `delivery` lines.
+    fn config(delivery: &str) -> crate::config::Config {
+        let text = format!(
+            "webhook:\n  url: http://127.0.0.1:9/hook\n\
+             delivery:\n  retry:\n    delays: [0s, 20ms]\n{delivery}"
+        );
+        crate::config::parse_str(&text, std::path::Path::new("/etc/wghook/test.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An interface event; each `n` its own interface, so none waits for another.
+    fn event(n: u8) -> Event {
+        let t = DateTime::from_timestamp(1_767_607_200 + i64::from(n), 0).unwrap();
+        Event {
+            id: uuid::Uuid::now_v7(),
+            kind: EventKind::Create,
+            entity: Entity::Interface,
+            time: t,
+            host: "h".into(),
+            sequence: 1,
+            interface: InterfaceInfo {
+                name: format!("wg{n}"),
+                public_key: None,
+                listen_port: 0,
+                fwmark: 0,
+                driver: DriverKind::Kernel,
+                addresses: vec![],
+                mtu: None,
+                created_at: t,
+                updated_at: t,
+            },
+            peer: None,
+            changed: vec![],
+            session: None,
+        }
+    }
+
+    struct Running {
+        _dir: tempfile::TempDir,
+        store: Arc<Mutex<Store>>,
+        sender: Arc<Scripted>,
+        delivery: Delivery,
+    }
+
+    fn start(delivery: &str, script: fn(usize) -> Option<AttemptResult>) -> Running {
+        let cfg = config(delivery);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Mutex::new(Store::open(dir.path()).unwrap()));
+        let sender = Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            script,
+        });
+        let hook = cfg.webhooks[0].clone();
+        let transport: Arc<dyn Transport> = sender.clone();
+        let delivery = Delivery::start_with(
+            Arc::clone(&store),
+            vec![(hook, transport)],
+            &cfg.delivery,
+            None,
+        )
+        .unwrap();
+        Running {
+            _dir: dir,
+            store,
+            sender,
+            delivery,
+        }
+    }
+
+    /// Waits (10 s at most) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Regression: a panic inside a delivery task was dropped with its
+    /// `JoinError`, leaving the event in flight (never retried, never
+    /// settled) until a restart.
+    #[tokio::test]
+    async fn a_panicking_attempt_counts_as_failed_and_is_retried() {
+        let r = start("", |n| if n == 0 { None } else { status(200) });
+        r.delivery
+            .commit(vec![event(1)], &State::empty(), &Changes::default())
+            .unwrap();
+        let store = &r.store;
+        until("the retry after the panic to be delivered", || {
+            r.sender.calls.load(Ordering::SeqCst) >= 2 && lock(store).pending_count().unwrap() == 0
+        })
+        .await;
+        assert_eq!(
+            r.sender.calls.load(Ordering::SeqCst),
+            2,
+            "one panic, one retry"
+        );
+        r.delivery.shutdown().await;
+    }
+
+    /// Regression: dead letters deleted by the bound were not logged and the
+    /// webhook's in-memory given-up figure (the metric) kept counting them.
+    #[tokio::test]
+    async fn dead_letters_deleted_by_the_bound_leave_the_given_up_figure() {
+        let r = start("  max_pending_events: 2\n", |_| status(400));
+        let events: Vec<Event> = (0..4).map(event).collect();
+        for (i, e) in events.iter().enumerate() {
+            r.delivery
+                .commit(vec![e.clone()], &State::empty(), &Changes::default())
+                .unwrap();
+            let id = e.id.to_string();
+            let store = &r.store;
+            until("the event to be given up", || {
+                lock(store)
+                    .list(None)
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.id == id && l.state == "given_up")
+            })
+            .await;
+            // The bound runs at commit: two dead letters are kept, then the new one.
+            let want = (i as u64 + 1).min(3);
+            assert_eq!(lock(store).given_up_count("default").unwrap(), want);
+            assert_eq!(r.delivery.queues()[0].given_up, want, "after event {i}");
+        }
+        let kept: Vec<String> = lock(&r.store)
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert!(!kept.contains(&events[0].id.to_string()), "the oldest went");
+        r.delivery.shutdown().await;
     }
 }

@@ -9,9 +9,15 @@
 //!   up) refers to it;
 //! - the bound (`max_pending_events`) is enforced at commit: the oldest
 //!   pending events are dropped and returned, so the caller can log them;
+//!   given-up records (dead letters) do not count against it, but are kept
+//!   to the same number: the oldest beyond it are deleted and returned too;
 //! - WAL journal with `synchronous=FULL`: a committed poll survives a crash
 //!   or power loss; other processes (the `wghook outbox` CLI) may read and
-//!   write the file while the daemon runs.
+//!   write the file while the daemon runs. Every write takes the write lock
+//!   up front (`BEGIN IMMEDIATE`); the CLI's bulk writes go in short batches
+//!   ([`CLI_BATCH`] rows) with a pause between them, so the daemon's poll
+//!   commit never waits long. A write that still finds the file locked past
+//!   the busy timeout fails with [`StoreError::Busy`], which is retriable.
 //!
 //! This module is synchronous; the daemon drives it from a dedicated thread.
 
@@ -20,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -33,15 +39,49 @@ pub const DB_FILE: &str = "wghook.db";
 
 const SCHEMA_VERSION: i64 = 1;
 
+/// How long a write waits for another process's write lock before failing
+/// with [`StoreError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows the CLI's bulk writes ([`Store::requeue`], [`Store::purge`]) change
+/// per transaction: each holds the write lock for milliseconds only.
+pub const CLI_BATCH: usize = 500;
+
+/// The CLI's pause between two batches, so a waiting daemon gets the lock.
+const CLI_BATCH_PAUSE: Duration = Duration::from_millis(10);
+
 /// Why the outbox could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("outbox {path}: {message}")]
     Open { path: PathBuf, message: String },
+    /// Another process (`wghook outbox retry`/`purge`) held the write lock
+    /// longer than the busy timeout. Nothing was written: try again.
+    #[error("outbox database is locked by another process (is `wghook outbox` running?): {0}")]
+    Busy(#[source] rusqlite::Error),
     #[error("outbox database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Sql(#[source] rusqlite::Error),
     #[error("outbox holds a record that cannot be read ({what}): {message}")]
     Corrupt { what: String, message: String },
+}
+
+impl StoreError {
+    /// True when the same operation may succeed if tried again
+    /// ([`StoreError::Busy`]): the transaction was rolled back as a whole.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Busy(_))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(e)
+            }
+            _ => StoreError::Sql(e),
+        }
+    }
 }
 
 /// A delivery still to make, loaded at start.
@@ -89,6 +129,15 @@ pub struct Dropped {
     pub name: String,
 }
 
+/// A given-up delivery (dead letter) deleted to keep the bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedDeadLetter {
+    pub seq: i64,
+    pub id: Uuid,
+    pub name: String,
+    pub webhook: String,
+}
+
 /// What a poll's commit did.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -97,6 +146,9 @@ pub struct Committed {
     pub seqs: Vec<Option<i64>>,
     /// Events dropped to keep the bound, oldest first.
     pub dropped: Vec<Dropped>,
+    /// Dead letters deleted because there were more than the bound, oldest
+    /// first (they do not count against the pending bound).
+    pub dead_letters_dropped: Vec<DroppedDeadLetter>,
 }
 
 /// One row of `wghook outbox`.
@@ -152,7 +204,7 @@ impl Store {
                 "cannot open: {e} (set monitor.state_dir to a writable directory)"
             ))
         })?;
-        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -268,6 +320,23 @@ impl Store {
                 i.peers.insert(key, peer);
             }
         }
+        let meta: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'tracker_meta'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(meta) = meta {
+            let meta: TrackerMeta =
+                serde_json::from_str(&meta).map_err(|e| StoreError::Corrupt {
+                    what: "tracker state's filter".to_string(),
+                    message: e.to_string(),
+                })?;
+            state.filter = meta.filter;
+            state.unbaselined = meta.unbaselined;
+        }
         Ok(Some(state))
     }
 
@@ -283,7 +352,9 @@ impl Store {
         now: DateTime<Utc>,
         max_pending: u64,
     ) -> Result<Committed, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Committed::default();
         {
             let mut insert_event = tx.prepare_cached(
@@ -316,14 +387,16 @@ impl Store {
             }
         }
         save_state(&tx, state, changes)?;
-        out.dropped = enforce_bound(&tx, max_pending)?;
+        (out.dropped, out.dead_letters_dropped) = enforce_bound(&tx, max_pending)?;
         tx.commit()?;
         Ok(out)
     }
 
     /// Records the outcomes of attempts, in one transaction.
     pub fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut delete =
                 tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1 AND webhook = ?2")?;
@@ -460,41 +533,89 @@ impl Store {
     }
 
     /// Puts given-up deliveries back in the queue (all of them, or those of
-    /// one webhook, or the given event ids). Returns how many.
+    /// one webhook, or the given event ids). Returns how many. Runs in
+    /// batches of [`CLI_BATCH`] (see the module doc), each durable on its own.
     pub fn requeue(
         &mut self,
         webhook: Option<&str>,
         ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut n = 0;
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?1
+        const UPDATE: &str =
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt = ?1
+             WHERE rowid IN (SELECT rowid FROM deliveries
                  WHERE state = 'given_up' AND (?2 IS NULL OR webhook = ?2)
-                   AND (?3 IS NULL OR seq = (SELECT seq FROM events WHERE id = ?3))",
-            )?;
-            if ids.is_empty() {
-                n += stmt.execute(params![millis(now), webhook, None::<String>])?;
-            } else {
-                for id in ids {
-                    n += stmt.execute(params![millis(now), webhook, id])?;
-                }
-            }
+                   AND (?3 IS NULL OR seq = (SELECT seq FROM events WHERE id = ?3))
+                 LIMIT ?4)";
+        if ids.is_empty() {
+            return self.in_batches(|tx| {
+                let n = tx.prepare_cached(UPDATE)?.execute(params![
+                    millis(now),
+                    webhook,
+                    None::<String>,
+                    CLI_BATCH as i64
+                ])?;
+                Ok((n, n < CLI_BATCH))
+            });
         }
-        tx.commit()?;
-        Ok(n)
+        let mut ids = ids.iter();
+        self.in_batches(|tx| {
+            let mut stmt = tx.prepare_cached(UPDATE)?;
+            let mut n = 0;
+            for id in ids.by_ref().take(CLI_BATCH) {
+                // One event: its rows of every webhook, a handful.
+                n += stmt.execute(params![millis(now), webhook, id, i64::MAX])?;
+            }
+            Ok((n, ids.len() == 0))
+        })
     }
 
-    /// Deletes every pending and given-up delivery and their events. Returns
-    /// the number of deliveries removed.
+    /// Deletes every pending and given-up delivery of the events in the
+    /// outbox when it starts, and those events (events committed meanwhile
+    /// stay). Returns the number of deliveries removed. Runs in batches of
+    /// [`CLI_BATCH`] events (see the module doc), each durable on its own.
     pub fn purge(&mut self) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
-        let n = tx.execute("DELETE FROM deliveries", [])?;
-        tx.execute("DELETE FROM events", [])?;
-        tx.commit()?;
-        Ok(n)
+        let last: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        self.in_batches(|tx| {
+            let seqs: Vec<i64> = tx
+                .prepare_cached("SELECT seq FROM events WHERE seq <= ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![last, CLI_BATCH as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut deliveries = tx.prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+            let mut events = tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+            let mut n = 0;
+            for seq in &seqs {
+                n += deliveries.execute([seq])?;
+                events.execute([seq])?;
+            }
+            Ok((n, seqs.len() < CLI_BATCH))
+        })
+    }
+
+    /// Runs `batch` in one write transaction after another until it reports
+    /// it is done, pausing between them; returns the sum of its counts.
+    fn in_batches(
+        &mut self,
+        mut batch: impl FnMut(&Transaction<'_>) -> Result<(usize, bool), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (n, done) = batch(&tx)?;
+            tx.commit()?;
+            total += n;
+            if done {
+                return Ok(total);
+            }
+            std::thread::sleep(CLI_BATCH_PAUSE);
+        }
     }
 
     /// Number of given-up deliveries of one webhook.
@@ -579,7 +700,25 @@ fn save_state(tx: &Transaction<'_>, state: &State, changes: &Changes) -> Result<
         "INSERT OR REPLACE INTO meta(key, value) VALUES ('state_version', ?1)",
         [STATE_VERSION.to_string()],
     )?;
+    let meta = TrackerMeta {
+        filter: state.filter.clone(),
+        unbaselined: state.unbaselined.clone(),
+    };
+    tx.execute(
+        "INSERT OR REPLACE INTO meta(key, value) VALUES ('tracker_meta', ?1)",
+        [to_json("tracker state's filter", &meta)?],
+    )?;
     Ok(())
+}
+
+/// The tracker state's fields that are not per interface or peer: the filter
+/// it was built under and the interfaces still to baseline. Absent in files
+/// written by older versions (the state then loads with none).
+#[derive(Serialize, serde::Deserialize)]
+struct TrackerMeta {
+    filter: Option<crate::backend::InterfaceFilter>,
+    #[serde(default)]
+    unbaselined: std::collections::BTreeSet<String>,
 }
 
 /// An interface's state without its peers (they have rows of their own).
@@ -589,9 +728,13 @@ struct InterfaceShell<'a> {
     sequence: u64,
 }
 
-/// Drops the oldest pending events beyond `max_pending`, and given-up
-/// records beyond the same number, so the file stays bounded.
-fn enforce_bound(tx: &Transaction<'_>, max_pending: u64) -> Result<Vec<Dropped>, StoreError> {
+/// Drops the oldest pending events beyond `max_pending`, and the oldest
+/// given-up records (dead letters, counted apart) beyond the same number, so
+/// the file stays bounded. Returns both, for the caller to log and count.
+fn enforce_bound(
+    tx: &Transaction<'_>,
+    max_pending: u64,
+) -> Result<(Vec<Dropped>, Vec<DroppedDeadLetter>), StoreError> {
     let pending: u64 = tx.query_row(
         "SELECT COUNT(DISTINCT seq) FROM deliveries WHERE state = 'pending'",
         [],
@@ -636,18 +779,41 @@ fn enforce_bound(tx: &Transaction<'_>, max_pending: u64) -> Result<Vec<Dropped>,
         [],
         |r| r.get(0),
     )?;
+    let mut dead = Vec::new();
     if given_up > max_pending {
-        tx.execute(
-            "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries
-               WHERE state = 'given_up' ORDER BY seq LIMIT ?1)",
-            [given_up - max_pending],
+        let mut stmt = tx.prepare(
+            "SELECT d.seq, d.webhook, e.id, e.name FROM deliveries d JOIN events e ON e.seq = d.seq
+             WHERE d.state = 'given_up' ORDER BY d.seq, d.webhook LIMIT ?1",
         )?;
-        tx.execute(
-            "DELETE FROM events WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = events.seq)",
-            [],
+        let rows = stmt.query_map([given_up - max_pending], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (seq, webhook, id, name) = row?;
+            dead.push(DroppedDeadLetter {
+                seq,
+                id: Uuid::parse_str(&id).unwrap_or_default(),
+                name,
+                webhook,
+            });
+        }
+        let mut del = tx.prepare_cached(
+            "DELETE FROM deliveries WHERE seq = ?1 AND webhook = ?2 AND state = 'given_up'",
         )?;
+        let mut orphan = tx.prepare_cached(
+            "DELETE FROM events WHERE seq = ?1 AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?1)",
+        )?;
+        for d in &dead {
+            del.execute(params![d.seq, d.webhook])?;
+            orphan.execute([d.seq])?;
+        }
     }
-    Ok(dropped)
+    Ok((dropped, dead))
 }
 
 /// Serialising through a trait object, so one closure serves every type.
@@ -679,6 +845,7 @@ mod tests {
             endpoint_updates: true,
             announce_on_start: Announce::All,
             host: "h".into(),
+            filter: Default::default(),
         }
     }
 
@@ -922,6 +1089,91 @@ mod tests {
         assert_eq!(kept, newest);
     }
 
+    /// Regression: a changed `monitor.interfaces`/`exclude`, or an interface
+    /// unreadable on the first start, made a restart report fake deletes and
+    /// creates. The filter and the unread interfaces are saved with the state.
+    #[test]
+    fn the_tracker_filter_and_unread_interfaces_survive_a_restart() {
+        use crate::backend::InterfaceFilter;
+        let wg = |name: &str, n: u8| Interface {
+            name: name.into(),
+            peers: vec![Peer {
+                public_key: PublicKey([n; 32]),
+                last_handshake: Some(at(-5)),
+                ..Peer::default()
+            }],
+            ..Interface::default()
+        };
+        let under = |exclude: &[&str]| Settings {
+            announce_on_start: Announce::Connected,
+            filter: InterfaceFilter {
+                include: vec![],
+                exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            },
+            ..settings()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let commit = |tracked: &crate::tracker::Tracked, t: i64| {
+            let mut store = Store::open(dir.path()).unwrap();
+            let routes = hooks(&tracked.events, &["a"]);
+            store
+                .commit_poll(
+                    &tracked.events,
+                    &routes,
+                    &tracked.state,
+                    &tracked.changes,
+                    at(t),
+                    1000,
+                )
+                .unwrap();
+        };
+        let restart = || Store::open(dir.path()).unwrap().load_state().unwrap();
+
+        // First start watching all but wg2; wg1 cannot be read.
+        let first = Snapshot {
+            interfaces: vec![wg("wg0", 1)],
+            unreadable: vec!["wg1".into()],
+        };
+        let tracked = track_changes(None, &first, at(0), &under(&["wg2"]));
+        commit(&tracked, 0);
+        let saved = restart().unwrap();
+        assert_eq!(saved.filter, Some(under(&["wg2"]).filter));
+        assert_eq!(saved.unbaselined.iter().collect::<Vec<_>>(), ["wg1"]);
+
+        // Restart watching everything: wg1 readable now, wg2 let in.
+        let all = Snapshot {
+            interfaces: vec![wg("wg0", 1), wg("wg1", 2), wg("wg2", 3)],
+            unreadable: vec![],
+        };
+        let tracked = track_changes(Some(saved), &all, at(10), &under(&[]));
+        let names: Vec<_> = tracked.events.iter().map(|e| e.filter_name()).collect();
+        assert_eq!(
+            names,
+            ["peer.connect", "peer.connect"],
+            "baselines, not creates"
+        );
+        commit(&tracked, 10);
+        let saved = restart().unwrap();
+        assert_eq!(
+            without_counters(saved.clone()),
+            without_counters(tracked.state)
+        );
+
+        // Restart excluding wg0: forgotten silently, rows gone.
+        let rest = Snapshot {
+            interfaces: vec![wg("wg1", 2), wg("wg2", 3)],
+            unreadable: vec![],
+        };
+        let tracked = track_changes(Some(saved), &rest, at(20), &under(&["wg0"]));
+        assert!(tracked.events.is_empty(), "{:?}", tracked.events);
+        commit(&tracked, 20);
+        let saved = restart().unwrap();
+        assert_eq!(saved.interfaces.keys().collect::<Vec<_>>(), ["wg1", "wg2"]);
+        assert_eq!(saved.filter, Some(under(&["wg0"]).filter));
+        let tracked = track_changes(Some(saved), &rest, at(25), &under(&["wg0"]));
+        assert!(tracked.events.is_empty() && tracked.changes.is_empty());
+    }
+
     #[test]
     fn an_unusable_state_dir_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -1110,5 +1362,199 @@ mod properties {
                 prop_assert_eq!(rows, referenced);
             }
         }
+    }
+}
+
+/// The bound on dead letters and writes that meet another process's lock.
+#[cfg(test)]
+mod bounds_and_locks {
+    use super::*;
+    use crate::event::{Entity, EventKind, InterfaceInfo};
+    use crate::model::DriverKind;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_607_200 + secs, 0).unwrap()
+    }
+
+    fn event(n: u32) -> Event {
+        Event {
+            id: Uuid::now_v7(),
+            kind: EventKind::Create,
+            entity: Entity::Interface,
+            time: at(i64::from(n)),
+            host: "h".into(),
+            sequence: 1,
+            interface: InterfaceInfo {
+                name: format!("wg{n}"),
+                public_key: None,
+                listen_port: 0,
+                fwmark: 0,
+                driver: DriverKind::Kernel,
+                addresses: vec![],
+                mtu: None,
+                created_at: at(0),
+                updated_at: at(0),
+            },
+            peer: None,
+            changed: vec![],
+            session: None,
+        }
+    }
+
+    /// Commits `n` events for webhook `a`; returns their seqs.
+    fn commit(store: &mut Store, n: u32, max_pending: u64) -> (Vec<i64>, Committed) {
+        let events: Vec<Event> = (0..n).map(event).collect();
+        let routes = vec![vec!["a".to_string()]; events.len()];
+        let c = store
+            .commit_poll(
+                &events,
+                &routes,
+                &State::empty(),
+                &Changes::default(),
+                at(0),
+                max_pending,
+            )
+            .unwrap();
+        (c.seqs.iter().flatten().copied().collect(), c)
+    }
+
+    fn give_up(store: &mut Store, seqs: &[i64]) {
+        let outcomes: Vec<Outcome> = seqs
+            .iter()
+            .map(|&seq| Outcome::GaveUp {
+                seq,
+                webhook: "a".into(),
+                attempts: 1,
+                last_status: Some(400),
+                last_error: "HTTP 400".into(),
+            })
+            .collect();
+        store.record(&outcomes).unwrap();
+    }
+
+    /// Regression: dead letters beyond `max_pending_events` were deleted
+    /// silently; they are now returned (for the ERROR log and the counts)
+    /// and never count against the pending bound.
+    #[test]
+    fn dead_letters_are_bounded_apart_from_pending_events_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let (dead, _) = commit(&mut store, 3, 3);
+        give_up(&mut store, &dead);
+        // Three dead letters and three pending: nothing over either bound.
+        let (pending, c) = commit(&mut store, 3, 3);
+        assert!(c.dropped.is_empty() && c.dead_letters_dropped.is_empty());
+        // A fourth dead letter: the oldest one goes, reported; pending stay.
+        give_up(&mut store, &pending[..1]);
+        let (_, c) = commit(&mut store, 0, 3);
+        assert!(c.dropped.is_empty(), "dead letters are not pending events");
+        assert_eq!(
+            c.dead_letters_dropped
+                .iter()
+                .map(|d| (d.seq, d.webhook.as_str()))
+                .collect::<Vec<_>>(),
+            [(dead[0], "a")]
+        );
+        assert_eq!(store.given_up_count("a").unwrap(), 3);
+        assert_eq!(store.pending("a").unwrap().len(), 2);
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 5, "the deleted dead letter's event row went too");
+    }
+
+    /// Regression: a poll commit that met the write lock of `wghook outbox
+    /// retry/purge` failed with a plain database error, which stopped the
+    /// daemon; it is `Busy` now, retriable, and nothing of it was written.
+    #[test]
+    fn a_commit_meeting_another_writer_is_busy_and_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Store::open(dir.path()).unwrap();
+        daemon.conn.busy_timeout(Duration::from_millis(50)).unwrap();
+        let cli = Store::open(dir.path()).unwrap();
+        cli.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let events = vec![event(1)];
+        let routes = vec![vec!["a".to_string()]];
+        let mut commit = || {
+            daemon.commit_poll(
+                &events,
+                &routes,
+                &State::empty(),
+                &Changes::default(),
+                at(0),
+                100,
+            )
+        };
+        let err = commit().unwrap_err();
+        assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+        assert!(err.is_retriable());
+        assert!(err.to_string().contains("wghook outbox"), "{err}");
+        cli.conn.execute_batch("ROLLBACK").unwrap();
+        commit().unwrap();
+        assert_eq!(cli.pending("a").unwrap().len(), 1, "committed once");
+        let sql = StoreError::from(rusqlite::Error::InvalidQuery);
+        assert!(!sql.is_retriable());
+    }
+
+    /// `wghook outbox purge` and `retry` go in batches: another connection
+    /// sees their progress (so it could write in between), and the result is
+    /// the same as one big transaction's.
+    #[test]
+    fn purge_and_requeue_commit_in_short_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let total = CLI_BATCH * 5 / 2;
+        let (seqs, _) = commit(&mut store, total as u32, 1_000_000);
+        give_up(&mut store, &seqs);
+        let path = dir.path().to_path_buf();
+
+        let count = |state: &'static str| {
+            move |observer: &Store| -> usize {
+                let n: i64 = observer
+                    .conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM deliveries WHERE state = ?1",
+                        [state],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                n as usize
+            }
+        };
+        // Runs `work` in another thread, recording every count of `state`
+        // rows a second connection sees meanwhile.
+        let watch = |work: Box<dyn FnOnce(&mut Store) -> usize + Send>,
+                     seen: &dyn Fn(&Store) -> usize|
+         -> (usize, Vec<usize>) {
+            let observer = Store::open(&path).unwrap();
+            let mut worker = Store::open(&path).unwrap();
+            let handle = std::thread::spawn(move || work(&mut worker));
+            let mut counts = Vec::new();
+            while !handle.is_finished() {
+                counts.push(seen(&observer));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (handle.join().unwrap(), counts)
+        };
+
+        let (n, counts) = watch(
+            Box::new(|s| s.requeue(None, &[], at(1)).unwrap()),
+            &count("pending"),
+        );
+        assert_eq!(n, total);
+        assert_eq!(store.pending("a").unwrap().len(), total);
+        assert!(
+            counts.iter().any(|&c| c > 0 && c < total),
+            "no partial progress seen: {counts:?}"
+        );
+
+        let (n, counts) = watch(Box::new(|s| s.purge().unwrap()), &count("pending"));
+        assert_eq!(n, total);
+        assert!(store.list(None).unwrap().is_empty());
+        assert!(
+            counts.iter().any(|&c| c > 0 && c < total),
+            "no partial progress seen: {counts:?}"
+        );
     }
 }

@@ -8,8 +8,15 @@
 //!
 //! Retries follow a schedule (0, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h,
 //! 4 h, then every 4 h), each delay with +/-20 % jitter, until the event is
-//! older than `max_event_age`. A `Retry-After` on 429/503 replaces the
-//! scheduled delay, capped at the schedule's largest step.
+//! older than `max_event_age`. The first entry is the delay of the first
+//! attempt, which is made when the event is committed: only entries from
+//! the second on are ever waited (after the n-th failed attempt, entry n).
+//!
+//! A `Retry-After` on 429/503 can only lengthen the wait (RFC 9110: the
+//! least time to wait): the next attempt comes after the longer of the
+//! scheduled delay and `Retry-After`, the latter capped at the schedule's
+//! largest step. So `Retry-After: 0` or a date in the past never makes a
+//! receiver retried in a tight loop.
 
 use std::time::Duration;
 
@@ -19,7 +26,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Delivered,
-    /// Try again; `retry_after` is the receiver's own request, if it sent one.
+    /// Try again; `retry_after` is the receiver's own request, if it sent
+    /// one (it lengthens the scheduled delay, never shortens it).
     Retry {
         retry_after: Option<Duration>,
     },
@@ -56,8 +64,8 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 /// The retry schedule of one webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
-    /// Delay before attempt n+1 (index 0 = the first attempt, normally 0);
-    /// the last entry repeats.
+    /// Delay before attempt n+1, the last entry repeating. Index 0 (the
+    /// first attempt) is never waited: the first attempt is made at commit.
     pub delays: Vec<Duration>,
     /// Events older than this are given up instead of retried.
     pub max_event_age: Duration,
@@ -101,6 +109,8 @@ impl Schedule {
     /// When to try next after `attempts` failed attempts, or `None` to give up
     /// because the event would be older than `max_event_age` by then.
     /// `unit` in [0, 1) drives the jitter (the caller passes a random number).
+    /// `retry_after` (capped at [`Schedule::max_delay`]) replaces the delay
+    /// only when it is longer than the scheduled one.
     pub fn next_attempt(
         &self,
         now: DateTime<Utc>,
@@ -109,13 +119,12 @@ impl Schedule {
         retry_after: Option<Duration>,
         unit: f64,
     ) -> Option<DateTime<Utc>> {
+        let base = self.base_delay(attempts).as_secs_f64();
+        let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        let scheduled = Duration::from_secs_f64((base * factor).max(0.0));
         let delay = match retry_after {
-            Some(asked) => asked.min(self.max_delay()),
-            None => {
-                let base = self.base_delay(attempts).as_secs_f64();
-                let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-                Duration::from_secs_f64((base * factor).max(0.0))
-            }
+            Some(asked) => scheduled.max(asked.min(self.max_delay())),
+            None => scheduled,
         };
         let at = now + TimeDelta::from_std(delay).ok()?;
         let deadline = event_time + TimeDelta::from_std(self.max_event_age).ok()?;
@@ -194,10 +203,29 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_but_capped_at_the_largest_step() {
         let s = Schedule::default();
-        let two = Some(Duration::from_secs(2));
-        assert_eq!(s.next_attempt(t(0), t(0), 5, two, 0.9), Some(t(2)));
+        let minute = Some(Duration::from_secs(60));
+        // After one attempt the schedule says 5 s: the receiver's minute wins.
+        assert_eq!(s.next_attempt(t(0), t(0), 1, minute, 0.9), Some(t(60)));
         let week = Some(Duration::from_secs(7 * 86400));
         assert_eq!(s.next_attempt(t(0), t(0), 1, week, 0.5), Some(t(4 * 3600)));
+    }
+
+    /// Regression: `Retry-After: 0` (or an HTTP date in the past, parsed as
+    /// zero) made the next attempt immediate, so a receiver answering 503
+    /// that way was retried in a tight loop.
+    #[test]
+    fn a_short_retry_after_never_shortens_the_scheduled_delay() {
+        let s = Schedule::default();
+        let mid = 0.5;
+        let zero = Some(Duration::ZERO);
+        assert_eq!(s.next_attempt(t(0), t(0), 1, zero, mid), Some(t(5)));
+        assert_eq!(s.next_attempt(t(0), t(0), 2, zero, mid), Some(t(30)));
+        // Jitter still applies to the scheduled delay.
+        assert_eq!(s.next_attempt(t(0), t(0), 2, zero, 0.0), Some(t(24)));
+        let past = parse_retry_after("Tue, 14 Nov 2023 22:15:00 GMT", t(200));
+        assert_eq!(s.next_attempt(t(200), t(200), 1, past, mid), Some(t(205)));
+        let two = Some(Duration::from_secs(2));
+        assert_eq!(s.next_attempt(t(0), t(0), 5, two, mid), Some(t(30 * 60)));
     }
 
     #[test]

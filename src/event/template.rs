@@ -36,7 +36,7 @@ use super::{
 use crate::model::{DriverKind, Peer, PublicKey};
 
 /// Every field a template can use, as dotted paths (documented in
-/// `docs/receivers.md`).
+/// README.md, section "Body templates", "Fields").
 pub const FIELDS: &[&str] = &[
     "id",
     "event",

@@ -1,6 +1,7 @@
 //! A real HTTP receiver on 127.0.0.1 that records every request, answers
 //! with a status the test chooses (or a [`Reply`] computed per request:
-//! status, `Retry-After`, a delay), and lets a test await what it expects.
+//! status, `Retry-After`, a delay; or a [`RawReply`]: any headers and body),
+//! and lets a test await what it expects.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,11 +75,22 @@ impl Reply {
 /// `webhook-id` arrived before it.
 type Responder = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
 
+/// An answer with any headers and body (see [`Receiver::respond_raw_by`]).
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+type RawResponder = Arc<dyn Fn(&Recorded) -> RawReply + Send + Sync>;
+
 #[derive(Clone)]
 struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<u16>>,
     responder: Arc<Mutex<Option<Responder>>>,
+    raw: Arc<Mutex<Option<RawResponder>>>,
     changed: watch::Sender<usize>,
 }
 
@@ -107,6 +119,7 @@ impl Receiver {
             requests: Arc::default(),
             status: Arc::new(Mutex::new(200)),
             responder: Arc::default(),
+            raw: Arc::default(),
             changed: tx,
         };
         let app = axum::Router::new()
@@ -139,6 +152,12 @@ impl Receiver {
     /// (replaces [`Receiver::respond_with`]).
     pub fn respond_by(&self, reply: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) {
         *self.shared.responder.lock().unwrap() = Some(Arc::new(reply));
+    }
+
+    /// Answer every later request with what `reply` computes from it: any
+    /// status, headers and body (takes precedence over the other modes).
+    pub fn respond_raw_by(&self, reply: impl Fn(&Recorded) -> RawReply + Send + Sync + 'static) {
+        *self.shared.raw.lock().unwrap() = Some(Arc::new(reply));
     }
 
     /// Everything received so far.
@@ -211,9 +230,11 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, HeaderMap) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
     let status = *shared.status.lock().unwrap();
     let responder = shared.responder.lock().unwrap().clone();
+    let raw = shared.raw.lock().unwrap().clone();
     let recorded = Recorded {
         method,
         path: uri.path().to_string(),
@@ -221,6 +242,28 @@ async fn record(
         body,
         at: Instant::now(),
     };
+    if let Some(raw) = raw {
+        let reply = raw(&recorded);
+        let n = {
+            let mut requests = shared.requests.lock().unwrap();
+            requests.push(recorded);
+            requests.len()
+        };
+        shared.changed.send_replace(n);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &reply.headers {
+            headers.insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        return (
+            StatusCode::from_u16(reply.status).unwrap(),
+            headers,
+            reply.body,
+        )
+            .into_response();
+    }
     let (n, reply) = {
         let mut requests = shared.requests.lock().unwrap();
         let reply = responder.map(|f| {
@@ -245,5 +288,5 @@ async fn record(
     if let Some(value) = &reply.retry_after {
         headers.insert("retry-after", HeaderValue::from_str(value).unwrap());
     }
-    (StatusCode::from_u16(reply.status).unwrap(), headers)
+    (StatusCode::from_u16(reply.status).unwrap(), headers).into_response()
 }
