@@ -459,7 +459,8 @@ impl Daemon {
                 return Ok(());
             }
         };
-        let _ = crate::logging::apply_config(new.log.level.as_deref(), new.log.format, self.log_level);
+        let _ =
+            crate::logging::apply_config(new.log.level.as_deref(), new.log.format, self.log_level);
         if let Some(b) = backend {
             self.backend = b;
         }
@@ -751,19 +752,32 @@ mod tests {
         d.reload().await.expect("reload");
         let early = received(&socket);
         assert!(early.iter().all(|m| !m.contains("READY=1")), "{early:?}");
-        assert!(early.iter().any(|m| m.starts_with("RELOADING=1")), "{early:?}");
+        assert!(
+            early.iter().any(|m| m.starts_with("RELOADING=1")),
+            "{early:?}"
+        );
 
         assert_eq!(d.poll(at(2)).await.expect("poll"), 1, "the connect");
         let after = received(&socket);
-        assert_eq!(after.first().map(String::as_str), Some("READY=1"), "{after:?}");
+        assert_eq!(
+            after.first().map(String::as_str),
+            Some("READY=1"),
+            "{after:?}"
+        );
         assert!(
-            after.iter().any(|m| m.starts_with("STATUS=watching 1 interface, 1 peers (1 connected)")),
+            after
+                .iter()
+                .any(|m| m.starts_with("STATUS=watching 1 interface, 1 peers (1 connected)")),
             "{after:?}"
         );
 
         d.reload().await.expect("reload");
         let reloaded = received(&socket);
-        assert_eq!(reloaded.last().map(String::as_str), Some("READY=1"), "{reloaded:?}");
+        assert_eq!(
+            reloaded.last().map(String::as_str),
+            Some("READY=1"),
+            "{reloaded:?}"
+        );
     }
 
     #[tokio::test]
@@ -779,9 +793,21 @@ mod tests {
                 Ok(snapshot(None)),
             ],
         );
-        assert_eq!(d.poll(at(1)).await.expect("poll"), 1, "first start: connect");
-        assert_eq!(d.poll(at(2)).await.expect("poll"), 0, "failed poll: nothing");
-        assert_eq!(d.poll(at(3)).await.expect("poll"), 0, "unreadable: no delete");
+        assert_eq!(
+            d.poll(at(1)).await.expect("poll"),
+            1,
+            "first start: connect"
+        );
+        assert_eq!(
+            d.poll(at(2)).await.expect("poll"),
+            0,
+            "failed poll: nothing"
+        );
+        assert_eq!(
+            d.poll(at(3)).await.expect("poll"),
+            0,
+            "unreadable: no delete"
+        );
         assert_eq!(d.poll(at(4)).await.expect("poll"), 0, "back: nothing new");
         assert_eq!(d.state.as_ref().map(State::connected_count), Some(1));
         // A handshake that goes back to "never" is a reset of the peer
@@ -794,9 +820,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut d = daemon(
             dir.path(),
-            vec![Ok(snapshot(None)), Ok(snapshot(Some(10))), Ok(snapshot(Some(10)))],
+            vec![
+                Ok(snapshot(None)),
+                Ok(snapshot(Some(10))),
+                Ok(snapshot(Some(10))),
+            ],
         );
-        assert_eq!(d.poll(at(1)).await.expect("poll"), 0, "baseline, nothing connected");
+        assert_eq!(
+            d.poll(at(1)).await.expect("poll"),
+            0,
+            "baseline, nothing connected"
+        );
 
         // Another process holds the database's write lock past the busy timeout.
         let db = dir.path().join("state").join("wghook.db");

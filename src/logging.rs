@@ -381,7 +381,8 @@ where
         // (a reload's list of config errors) gets it on every line, so
         // `journalctl -p warning` shows all of them.
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         let prefix = priority(*event.metadata().level());
         for part in line.lines() {
             writer.write_str(prefix)?;

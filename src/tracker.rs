@@ -12,6 +12,15 @@
 //!   transitions that happened entirely between two polls (the gap rule, and a
 //!   connect-then-disconnect seen only afterwards);
 //! - interfaces listed as unreadable keep their state and produce no events;
+//!   one never read yet (unreadable on the first start, or since it entered
+//!   the filter) is baselined per `announce_on_start` when it becomes
+//!   readable, never reported as created ([`State::unbaselined`]);
+//! - only interfaces `settings.filter` allows are tracked; one that leaves
+//!   the filter is forgotten without events, one that enters it is
+//!   baselined like on a first start ([`State::filter`] remembers the filter
+//!   the state was built under, across restarts);
+//! - a peer key listed twice on one interface counts once (the first);
+//! - times derived from handshakes saturate instead of overflowing;
 //! - events of one poll are ordered per interface (by name): interface
 //!   create/update, then peers by public key, then interface delete.
 //!
@@ -65,6 +74,11 @@ impl PeerMap {
         self.list.is_empty()
     }
 
+    /// Position of `key` in the list.
+    fn find(&self, key: &PublicKey) -> Option<usize> {
+        self.index.get(key).map(|&i| i as usize)
+    }
+
     pub fn get(&self, key: &PublicKey) -> Option<&PeerState> {
         self.index.get(key).map(|&i| &self.list[i as usize])
     }
@@ -78,7 +92,7 @@ impl PeerMap {
     fn position(&self, key: &PublicKey, hint: usize) -> Option<usize> {
         match self.list.get(hint) {
             Some(p) if p.peer.public_key == *key => Some(hint),
-            _ => self.index.get(key).map(|&i| i as usize),
+            _ => self.find(key),
         }
     }
 
@@ -914,25 +928,30 @@ fn update_interface(
     let mut matched = vec![false; state.peers.len()];
     let mut added_keys: std::collections::HashSet<PublicKey, KeyHash> = Default::default();
     let mut duplicates = Duplicates::default();
-    // Where each snapshot peer is in the state, found in one tight pass so
-    // the lookups of many peers are in flight at once. The guess is the
-    // entry after the previous peer's: right for a backend that keeps the
-    // order (the kernel) and mostly right for one that rotates it (Go map
-    // iteration starts at a random bucket).
-    let mut prev = usize::MAX;
+    // Where each snapshot peer is in the state, and whether it would change
+    // at all, found in one tight pass so the lookups of many peers are in
+    // flight at once (the entries are random accesses when the backend
+    // shuffles). While the last two peers were neighbours in the state, the
+    // entry after the previous one is tried first: right for a backend that
+    // keeps the order (the kernel) and mostly right for one that rotates it
+    // (Go map iteration starts at a random bucket); a shuffled order skips
+    // the guess (a wasted access).
+    let (mut prev, mut before) = (usize::MAX, usize::MAX - 1);
     let positions: Vec<Option<u32>> = iface
         .peers
         .iter()
         .map(|peer| {
-            let found = state.peers.position(&peer.public_key, prev.wrapping_add(1));
+            let found = if prev == before.wrapping_add(1) {
+                state.peers.position(&peer.public_key, prev.wrapping_add(1))
+            } else {
+                state.peers.find(&peer.public_key)
+            };
             if let Some(i) = found {
-                prev = i;
+                (before, prev) = (prev, i);
             }
             found.map(|i| i as u32)
         })
         .collect();
-    // Which of them would not change at all, in another tight pass (the
-    // state entries are random accesses when the backend shuffles).
     let idle: Vec<bool> = iface
         .peers
         .iter()
@@ -1077,11 +1096,16 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
     let ping = emit.ping(&info.name, &peer.public_key);
 
     let mut changed = Vec::new();
-    // Any endpoint change is one (tracking.md): the first endpoint (set by
-    // `wg set` or learnt from the peer's first handshake), roaming, and an
-    // endpoint that disappears (the peer was re-created without one), so a
-    // receiver's copy of the endpoint is never stale.
-    if emit.settings.endpoint_updates && p.peer.endpoint != peer.endpoint {
+    // An endpoint change is one (tracking.md): the first endpoint set by
+    // `wg set`, roaming, and an endpoint that disappears (the peer was
+    // re-created without one), so a receiver's copy is never stale. The
+    // exception: a server learns a client's first endpoint from its
+    // handshake, and the `connect` that handshake brings already carries it;
+    // an `update` before every first connect would be noise.
+    let learnt_at_handshake = p.peer.endpoint.is_none()
+        && peer.endpoint.is_some()
+        && peer.last_handshake > p.peer.last_handshake;
+    if emit.settings.endpoint_updates && p.peer.endpoint != peer.endpoint && !learnt_at_handshake {
         changed.push(ChangedField::Endpoint);
     }
     if p.peer.allowed_ips != peer.allowed_ips {
@@ -1526,18 +1550,20 @@ mod tests {
     }
 
     #[test]
-    fn first_endpoint_learnt_at_the_first_handshake_is_an_update_then_the_connect() {
+    fn first_endpoint_learnt_at_the_first_handshake_comes_with_the_connect() {
         let mut fresh = peer(1, None, 0, 0);
         fresh.endpoint = None;
         let before = snap(vec![iface("wg0", vec![fresh])]);
         let after = snap(vec![iface("wg0", vec![peer(1, Some(4), 0, 0)])]);
         let (state, events) = step(&before, 0, &after, 5);
-        assert_eq!(names(&events), ["peer.update:1", "peer.connect:1"]);
-        assert_eq!(events[0].changed, [ChangedField::Endpoint]);
+        assert_eq!(names(&events), ["peer.connect:1"], "no update before it");
         let endpoint = Some("198.51.100.1:51820".parse().unwrap());
-        for e in &events {
-            assert_eq!(e.peer.as_ref().unwrap().peer.endpoint, endpoint);
-        }
+        assert_eq!(events[0].peer.as_ref().unwrap().peer.endpoint, endpoint);
+        assert_eq!(
+            state.interfaces["wg0"].peers[&key(1)].peer.endpoint,
+            endpoint,
+            "and is remembered"
+        );
         let (_, events) = track(Some(state), &after, at(10), &settings());
         assert!(events.is_empty(), "reported once");
     }
@@ -2262,6 +2288,31 @@ mod tests {
         }
 
         proptest! {
+            /// The list-plus-index map behaves like a plain map through
+            /// inserts, removals (which move the last entry) and reorders.
+            #[test]
+            fn peer_map_matches_a_btree_map(
+                ops in proptest::collection::vec((0u8..3, 0u8..24, any::<u64>()), 1..200)
+            ) {
+                let mut map = PeerMap::default();
+                let mut model = std::collections::BTreeMap::new();
+                for (op, n, rx) in ops {
+                    match op {
+                        0 => {
+                            let p = new_peer_state(&peer(n, None, rx, 0), at(0), false);
+                            map.insert(key(n), p.clone());
+                            model.insert(key(n), p);
+                        }
+                        1 => prop_assert_eq!(map.remove(&key(n)), model.remove(&key(n))),
+                        _ => map.reorder((0..24).rev().map(|k| key(k.max(n) ^ 1))),
+                    }
+                    prop_assert_eq!(map.len(), model.len());
+                    for k in 0..24 {
+                        prop_assert_eq!(map.get(&key(k)), model.get(&key(k)));
+                    }
+                }
+            }
+
             #[test]
             fn identical_snapshots_give_no_events(spec in snapshot_strategy(), announce in 0..3u8) {
                 let settings = Settings {
@@ -2273,6 +2324,35 @@ mod tests {
                 let (state2, events) = track(Some(state.clone()), &s, at(0), &settings);
                 prop_assert!(events.is_empty(), "{:?}", names(&events));
                 prop_assert_eq!(state2, state);
+            }
+
+            /// The fast path for idle peers (skipped when ping results are
+            /// given, even empty ones) changes nothing the full path would not.
+            #[test]
+            fn the_idle_peer_shortcut_matches_the_full_path(
+                specs in proptest::collection::vec((snapshot_strategy(), 0i64..400, 0i64..400), 1..8)
+            ) {
+                let no_pings = Pings::new();
+                let (mut fast, mut full) = (None, None);
+                let mut now = 0;
+                for (spec, dt, again) in &specs {
+                    now += dt;
+                    let s = build(now, spec);
+                    // Each snapshot twice: the second time mostly idle peers.
+                    for t in [now, now + again] {
+                        let a = track_changes_with_pings(fast.take(), &s, None, at(t), &settings());
+                        let b = track_changes_with_pings(full.take(), &s, Some(&no_pings), at(t), &settings());
+                        let strip = |events: Vec<Event>| -> Vec<Event> {
+                            events.into_iter().map(|e| Event { id: Uuid::nil(), ..e }).collect()
+                        };
+                        prop_assert_eq!(&a.state, &b.state);
+                        prop_assert_eq!(&a.changes, &b.changes);
+                        prop_assert_eq!(strip(a.events), strip(b.events));
+                        fast = Some(a.state);
+                        full = Some(b.state);
+                    }
+                    now += again;
+                }
             }
 
             #[test]

@@ -269,7 +269,10 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
     // header), the interval changed.
     let changed = hooks(&[("second", &second)]).replace(
         &format!("    url: {}\n", second.url),
-        &format!("    url: {}\n    headers: {{ X-Reloaded: \"yes\" }}\n", second.url),
+        &format!(
+            "    url: {}\n    headers: {{ X-Reloaded: \"yes\" }}\n",
+            second.url
+        ),
     );
     write_config(dir.path(), &scenario, &changed, "");
     let text = std::fs::read_to_string(&config)
@@ -278,7 +281,10 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
     std::fs::write(&config, text).unwrap();
     daemon.signal("-HUP");
     daemon
-        .wait_log("configuration reloaded webhooks=1 interval_ms=300", Duration::from_secs(10))
+        .wait_log(
+            "configuration reloaded webhooks=1 interval_ms=300",
+            Duration::from_secs(10),
+        )
         .await;
     let first_after = first.requests().len();
     let n = second.requests().len();
@@ -295,7 +301,11 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
     second
         .wait_until(Duration::from_secs(10), "more events", |r| r.len() > m + 1)
         .await;
-    assert_eq!(first.requests().len(), first_after, "a removed webhook gets nothing more");
+    assert_eq!(
+        first.requests().len(),
+        first_after,
+        "a removed webhook gets nothing more"
+    );
 
     // Nothing was announced twice across the three reloads: with the tracker
     // state lost, `announce_on_start: all` would send every create again.
@@ -335,7 +345,9 @@ async fn metrics_match_a_known_scenario() {
     );
     let daemon = Daemon::start(&config, dir.path(), &[]);
     // Port 0: the kernel picks a free port, and wghook logs the one it got.
-    daemon.wait_log("metrics served at ", Duration::from_secs(10)).await;
+    daemon
+        .wait_log("metrics served at ", Duration::from_secs(10))
+        .await;
     let log = daemon.log();
     let url = log
         .split("metrics served at ")

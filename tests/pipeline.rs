@@ -148,10 +148,12 @@ async fn every_event_kind_arrives_in_order_with_headers_and_body() {
     ] {
         let v = got[i].json();
         let p = &v["payload"];
-        assert_eq!(p["PeerId"], key, "{kind}: {v}");
+        assert_eq!(p["Identifier"], key, "{kind}: {v}");
+        assert_eq!(p["PublicKey"], key, "{kind}: {v}");
         assert_eq!(p["InterfaceIdentifier"], "wg0", "{kind}: {v}");
-        assert_eq!(p["IsConnected"], false, "{kind}: {v}");
         assert_eq!(p["CreatedBy"], "wghook", "{kind}: {v}");
+        assert_eq!(p["PrivateKey"], "", "never a private key: {kind}: {v}");
+        assert_eq!(p["PresharedKey"], "", "never a preshared key: {kind}: {v}");
     }
     assert_eq!(got[3].json()["payload"]["AllowedIPsStr"], "10.8.0.3/32");
     assert_eq!(
