@@ -186,6 +186,12 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
+/// The value of `key` in the meta table, if set.
+fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
 impl Store {
     /// Opens (creating if needed) the outbox in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
@@ -233,11 +239,7 @@ impl Store {
                  data TEXT NOT NULL,
                  PRIMARY KEY (interface, key));",
         )?;
-        let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let version = read_meta(&conn, "schema")?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
                 conn.execute(
@@ -263,14 +265,7 @@ impl Store {
 
     /// The tracker state saved by the last commit, or `None` before the first.
     pub fn load_state(&self) -> Result<Option<State>, StoreError> {
-        let saved: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'state_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let saved = read_meta(&self.conn, "state_version")?;
         match saved.as_deref().map(str::parse::<u32>) {
             None => return Ok(None),
             Some(Ok(v)) if v == STATE_VERSION => {}
@@ -320,14 +315,7 @@ impl Store {
                 i.peers.insert(key, peer);
             }
         }
-        let meta: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'tracker_meta'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let meta = read_meta(&self.conn, "tracker_meta")?;
         if let Some(meta) = meta {
             let meta: TrackerMeta =
                 serde_json::from_str(&meta).map_err(|e| StoreError::Corrupt {
