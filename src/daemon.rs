@@ -356,7 +356,7 @@ impl Daemon {
         for event in &events {
             log_event(event);
         }
-        let events_len = events.len();
+        let committed = events.len();
         if let Some(m) = &self.metrics {
             m.events(&events);
         }
@@ -372,13 +372,12 @@ impl Daemon {
             if let Some(m) = &self.metrics {
                 m.poll_error();
             }
-            let restored = lock_store(&self.store)
+            let restored = crate::delivery::lock(&self.store)
                 .load_state()
                 .context("cannot read the tracker state back from the outbox")?;
             self.state = restored;
             return Ok(0);
         }
-        let committed = events_len;
         let queues = self.delivery.queues();
         if let Some(m) = &self.metrics {
             m.observe_poll(started.elapsed(), &snapshot, &next, &self.config.peers);
@@ -576,11 +575,6 @@ fn start_delivery(
         &config.delivery,
         metrics,
     )?)
-}
-
-/// The store, also after a thread panicked holding it (its data is SQLite's).
-fn lock_store(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn recv_opt(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {

@@ -338,8 +338,47 @@ where
     }
 }
 
+/// True if stderr is the journal: systemd sets `JOURNAL_STREAM` to the
+/// `DEVICE:INODE` of the stream it connects to stderr, and stderr still is
+/// that stream (not redirected since).
+pub fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    match std::fs::File::from(fd).metadata() {
+        Ok(meta) => journal_stream_matches(&var.to_string_lossy(), meta.dev(), meta.ino()),
+        Err(_) => false,
+    }
+}
+
+/// True if `JOURNAL_STREAM`'s value (`DEVICE:INODE`, decimal) names `dev`
+/// and `ino`.
+fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    let Some((d, i)) = value.trim().split_once(':') else {
+        return false;
+    };
+    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
+}
+
+/// Writes each line of `text` behind `prefix`, each ending in a line break;
+/// an empty `text` is one empty line. journald reads a priority prefix per
+/// line, so every line of a multi-line message needs it.
+pub(crate) fn write_prefixed(out: &mut impl fmt::Write, prefix: &str, text: &str) -> fmt::Result {
+    for line in text.lines().chain(text.is_empty().then_some("")) {
+        out.write_str(prefix)?;
+        out.write_str(line)?;
+        out.write_char('\n')?;
+    }
+    Ok(())
+}
+
 /// The `sd-daemon(3)` priority prefix for a level.
-fn priority(level: Level) -> &'static str {
+pub(crate) fn priority(level: Level) -> &'static str {
     match level {
         Level::ERROR => "<3>",
         Level::WARN => "<4>",
@@ -383,13 +422,7 @@ where
         let mut line = String::new();
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        let prefix = priority(*event.metadata().level());
-        for part in line.lines() {
-            writer.write_str(prefix)?;
-            writer.write_str(part)?;
-            writer.write_char('\n')?;
-        }
-        Ok(())
+        write_prefixed(&mut writer, priority(*event.metadata().level()), &line)
     }
 }
 
@@ -440,6 +473,20 @@ mod tests {
             tracing::trace!("noise");
         });
         buffer.text()
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr_itself() {
+        assert!(journal_stream_matches("8:12345", 8, 12345));
+        assert!(journal_stream_matches("8:12345\n", 8, 12345));
+        assert!(
+            !journal_stream_matches("8:12345", 8, 12346),
+            "another stream"
+        );
+        assert!(!journal_stream_matches("9:12345", 8, 12345));
+        for bad in ["", "8", "8:", ":12345", "x:y", "8:12345:1"] {
+            assert!(!journal_stream_matches(bad, 8, 12345), "{bad:?}");
+        }
     }
 
     #[test]
