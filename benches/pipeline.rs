@@ -9,6 +9,9 @@ use std::hint::black_box;
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use ipnet::IpNet;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
+use rand::SeedableRng as _;
 use wghook::backend::uapi_parse;
 use wghook::event::{wg_portal, RenderContext};
 use wghook::model::{DriverKind, Interface, Peer, PublicKey, Snapshot};
@@ -101,17 +104,12 @@ fn changed(mut s: Snapshot) -> Snapshot {
 
 /// The same peers in another order on every interface (wireguard-go lists
 /// them in Go map order, which can change on every reply). Deterministic:
-/// a Fisher-Yates shuffle driven by xorshift from `seed`. Copied afterwards,
-/// so its allocations are in listing order like a freshly parsed reply's.
+/// seeded by `seed`. Copied afterwards, so its allocations are in listing
+/// order like a freshly parsed reply's.
 fn shuffled(mut s: Snapshot, seed: u64) -> Snapshot {
-    let mut x = seed | 1;
+    let mut rng = StdRng::seed_from_u64(seed);
     for iface in &mut s.interfaces {
-        for i in (1..iface.peers.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            iface.peers.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        iface.peers.shuffle(&mut rng);
     }
     s.clone()
 }

@@ -454,28 +454,25 @@ pub fn track_changes_with_pings(
     let watched = &settings.filter;
     // Under which filter the previous state was built: an interface that
     // filter did not allow was never seen, so its first sight is a baseline.
-    let old_filter = if first_start {
-        None
-    } else {
-        Some(prev.filter.clone().unwrap_or_else(|| watched.clone()))
-    };
-    let baselines = |name: &str| old_filter.as_ref().is_none_or(|f| !f.allows(name));
+    let old_filter = (!first_start).then(|| prev.filter.as_ref().unwrap_or(watched));
+    // A first sight that must be a baseline: never seen under the old
+    // filter, or unreadable when it should have been baselined.
+    let baselines =
+        |name: &str| old_filter.is_none_or(|f| !f.allows(name)) || prev.unbaselined.contains(name);
     let mut emit = Emitter::new(now, settings, pings);
     emit.changes.all = first_start;
     emit.changes.meta = prev.filter.as_ref() != Some(watched);
 
     let mut old = prev.interfaces;
-    let unwatched: Vec<String> = old
-        .keys()
-        .filter(|name| !watched.allows(name))
-        .cloned()
-        .collect();
-    for name in unwatched {
-        // Left the filter, not the host: forget it without events.
-        old.remove(&name);
-        tracing::info!(interface = %name, "interface no longer watched; forgetting its state");
-        emit.changes.removed_interfaces.push(name);
-    }
+    old.retain(|name, _| {
+        let keep = watched.allows(name);
+        if !keep {
+            // Left the filter, not the host: forget it without events.
+            tracing::info!(interface = %name, "interface no longer watched; forgetting its state");
+            emit.changes.removed_interfaces.push(name.clone());
+        }
+        keep
+    });
 
     let mut next = BTreeMap::new();
     for iface in &snapshot.interfaces {
@@ -484,9 +481,7 @@ pub fn track_changes_with_pings(
         }
         let state = match old.remove(&iface.name) {
             Some(existing) => update_interface(existing, iface, &mut emit),
-            None if baselines(&iface.name) || prev.unbaselined.contains(&iface.name) => {
-                baseline_interface(iface, &mut emit)
-            }
+            None if baselines(&iface.name) => baseline_interface(iface, &mut emit),
             None => new_interface(iface, &mut emit),
         };
         next.insert(iface.name.clone(), state);
@@ -505,7 +500,7 @@ pub fn track_changes_with_pings(
         .unreadable
         .iter()
         .filter(|name| watched.allows(name) && !next.contains_key(*name))
-        .filter(|name| baselines(name) || prev.unbaselined.contains(*name))
+        .filter(|name| baselines(name))
         .cloned()
         .collect();
     emit.changes.meta |= unbaselined != prev.unbaselined;
@@ -924,9 +919,8 @@ fn update_interface(
     let mut misplaced = 0usize;
     let mut added: Vec<&Peer> = Vec::new();
     // Which state entries this snapshot already matched, to skip a key
-    // listed twice (and the keys added, for the same reason).
+    // listed twice (a new key listed twice is caught when it is inserted).
     let mut matched = vec![false; state.peers.len()];
-    let mut added_keys: std::collections::HashSet<PublicKey, KeyHash> = Default::default();
     let mut duplicates = Duplicates::default();
     // Where each snapshot peer is in the state, and whether it would change
     // at all, found in one tight pass so the lookups of many peers are in
@@ -981,11 +975,9 @@ fn update_interface(
                         .push((iface.name.clone(), peer.public_key));
                 }
             }
-            None if !added_keys.insert(peer.public_key) => duplicates.note(peer.public_key),
             None => added.push(peer),
         }
     }
-    duplicates.warn(&iface.name);
     if seen < state.peers.len() {
         let mut gone: Vec<PublicKey> = state
             .peers
@@ -1002,14 +994,19 @@ fn update_interface(
             }
         }
     }
-    let reshaped = !added.is_empty() || seen < iface.peers.len();
+    let reshaped = !added.is_empty();
     for peer in added {
+        if state.peers.get(&peer.public_key).is_some() {
+            duplicates.note(peer.public_key);
+            continue;
+        }
         emit.changes
             .peers
             .push((iface.name.clone(), peer.public_key));
         let p = new_peer(&state.info, peer, emit);
         state.peers.insert(peer.public_key, p);
     }
+    duplicates.warn(&iface.name);
     // Out of order twice in a row: a backend that shuffles, do not chase it.
     let shuffling = std::mem::replace(&mut state.peers.disordered, misplaced > 0);
     if reshaped || (misplaced > 0 && !shuffling) {
