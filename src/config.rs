@@ -387,7 +387,7 @@ impl fmt::Debug for Webhook {
         } = self;
         f.debug_struct("Webhook")
             .field("name", name)
-            .field("url", &RedactedUrl(url))
+            .field("url", &redacted_url(url))
             .field("secret", secret)
             .field("timeout", timeout)
             .field("events", events)
@@ -403,15 +403,6 @@ impl fmt::Debug for Webhook {
             .field("auth", auth)
             .field("signing_secrets", signing_secrets)
             .finish()
-    }
-}
-
-/// `Debug` of a URL without its userinfo, path, query and fragment.
-struct RedactedUrl<'a>(&'a reqwest::Url);
-
-impl fmt::Debug for RedactedUrl<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", redacted_url(self.0))
     }
 }
 
@@ -471,7 +462,7 @@ impl fmt::Debug for OAuth2 {
             client_auth,
         } = self;
         f.debug_struct("OAuth2")
-            .field("token_url", &RedactedUrl(token_url))
+            .field("token_url", &redacted_url(token_url))
             .field("client_id", client_id)
             .field("client_secret", client_secret)
             .field("scope", scope)
@@ -1287,16 +1278,7 @@ impl Compiler<'_> {
 
     fn interface_pattern(&mut self, node: &Node, path: &str) -> Option<String> {
         let text = self.string(node, path)?;
-        let problem = if text.is_empty() {
-            Some("must not be empty")
-        } else if text.chars().any(|c| c.is_whitespace() || c == '/') {
-            Some("interface names contain no spaces or /")
-        } else if !text.contains('*') && text.len() > MAX_IFNAME_LEN {
-            Some("interface names are at most 15 characters")
-        } else {
-            None
-        };
-        match problem {
+        match interface_name_problem(&text, true) {
             Some(problem) => {
                 let message = format!("invalid interface name {text:?} ({problem})");
                 self.error(node.line, path, message);
@@ -2383,20 +2365,10 @@ impl Compiler<'_> {
         for entry in &m.entries {
             // Quoted as in `map` (free-form keys).
             let path = format!("interfaces.{:?}", entry.key);
-            let problem = if entry.key.is_empty() {
-                Some("must not be empty")
-            } else if entry
-                .key
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
-            {
+            let problem = if entry.key.chars().any(char::is_control) {
                 Some("interface names contain no spaces or /")
-            } else if entry.key.contains('*') {
-                Some("an exact name, not a pattern")
-            } else if entry.key.len() > MAX_IFNAME_LEN {
-                Some("interface names are at most 15 characters")
             } else {
-                None
+                interface_name_problem(&entry.key, false)
             };
             if let Some(problem) = problem {
                 self.error(
@@ -2617,6 +2589,22 @@ fn unparsed_url_origin(text: &str) -> Option<String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')));
     host_ok.then(|| format!("{}://{host}", scheme.to_ascii_lowercase()))
+}
+
+/// Why `name` cannot be an interface name; with `pattern`, a `*` glob of
+/// names is allowed too (and not held to the length limit).
+fn interface_name_problem(name: &str, pattern: bool) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.chars().any(|c| c.is_whitespace() || c == '/') {
+        Some("interface names contain no spaces or /")
+    } else if name.contains('*') {
+        (!pattern).then_some("an exact name, not a pattern")
+    } else if name.len() > MAX_IFNAME_LEN {
+        Some("interface names are at most 15 characters")
+    } else {
+        None
+    }
 }
 
 /// A URL as it may be shown (logs, `Debug`, messages): scheme, host and an

@@ -251,7 +251,6 @@ struct Daemon {
     config: Config,
     backend: Box<dyn Backend>,
     settings: tracker::Settings,
-    filter: crate::backend::InterfaceFilter,
     pinger: Option<Pinger>,
     store: Arc<Mutex<Store>>,
     metrics: Option<Metrics>,
@@ -301,7 +300,6 @@ impl Daemon {
         }
         Ok(Self {
             settings: config.tracker_settings(host),
-            filter: config.filter(),
             config,
             backend,
             pinger,
@@ -323,7 +321,7 @@ impl Daemon {
     async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         self.polls += 1;
         let started = std::time::Instant::now();
-        let snapshot = match self.backend.poll(now, &self.filter).await {
+        let snapshot = match self.backend.poll(now, &self.settings.filter).await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 tracing::warn!(backend = self.backend.name(), error = %e, "poll failed; skipping it");
@@ -506,7 +504,6 @@ impl Daemon {
             (None, false) => {}
         }
         self.settings = new.tracker_settings(host_name(&new));
-        self.filter = new.filter();
         self.config = new;
         tracing::info!(
             webhooks = self.delivery.webhook_count(),

@@ -140,10 +140,8 @@ fn sensitive(value: &str) -> Option<HeaderValue> {
 pub fn refresh_at(obtained: Instant, lifetime: Duration) -> Instant {
     let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
     let margin = (lifetime / 4).min(MAX_REFRESH_MARGIN);
-    // Unreachable overflow after the cap; refreshing at once is the safe side.
-    obtained
-        .checked_add(lifetime.saturating_sub(margin))
-        .unwrap_or(obtained)
+    // At most a day ahead: cannot overflow.
+    obtained + lifetime.saturating_sub(margin)
 }
 
 struct Cached {
@@ -272,15 +270,7 @@ impl TokenSource {
                 .map(Duration::from_secs)
                 .ok_or_else(|| self.error("expires_in is not a number of seconds"))?,
         };
-        if lifetime > MAX_TOKEN_LIFETIME {
-            tracing::debug!(
-                token_url = %display_url(&s.token_url),
-                expires_in_s = lifetime.as_secs(),
-                max_s = MAX_TOKEN_LIFETIME.as_secs(),
-                "oauth2 token lifetime capped"
-            );
-        }
-        let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
+        // refresh_at counts a lifetime beyond MAX_TOKEN_LIFETIME as that.
         tracing::debug!(
             token_url = %display_url(&s.token_url),
             expires_in_s = lifetime.as_secs(),

@@ -22,15 +22,16 @@ pub mod retry;
 pub mod scheduler;
 pub mod signing;
 
-use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use tokio::sync::mpsc;
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::JoinSet;
 
 use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
 use crate::event::Event;
@@ -443,6 +444,22 @@ struct Worker {
     awaiting: usize,
 }
 
+/// The attempt of a delivery whose task panicked: failed, so the delivery is
+/// retried per the schedule instead of staying in flight until a restart.
+fn panicked(webhook: &str, event: &Event) -> http::Attempt {
+    // The panic message stays out of the log: it could quote anything.
+    tracing::error!(
+        webhook,
+        event_id = %event.id,
+        "the delivery task panicked (a bug in wghook, please report it); \
+         counting the attempt as failed"
+    );
+    http::Attempt {
+        result: AttemptResult::Failed("internal error: the delivery task panicked".into()),
+        elapsed: Duration::ZERO,
+    }
+}
+
 impl Worker {
     async fn run(
         mut self,
@@ -450,8 +467,6 @@ impl Worker {
         mut acks: mpsc::UnboundedReceiver<i64>,
     ) {
         let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
-        // Which delivery each task carries, to settle one that panicked.
-        let mut carrying: HashMap<tokio::task::Id, i64> = HashMap::new();
         let mut disabled = false;
         let mut draining = false;
         loop {
@@ -470,12 +485,13 @@ impl Worker {
                         break;
                     };
                     let sender = Arc::clone(&self.sender);
-                    let seq = item.seq;
-                    let task = in_flight.spawn(async move {
-                        let attempt = sender.send(&item.event, Utc::now()).await;
+                    in_flight.spawn(async move {
+                        let attempt = AssertUnwindSafe(sender.send(&item.event, Utc::now()))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| panicked(sender.name(), &item.event));
                         (item.seq, attempt)
                     });
-                    carrying.insert(task.id(), seq);
                 }
             }
             let wake = (!disabled && in_flight.len() + self.awaiting < self.max_in_flight)
@@ -496,8 +512,10 @@ impl Worker {
                     Some(Msg::Drain) => draining = true,
                     None => break,
                 },
-                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
-                    if let Some((seq, attempt)) = self.joined(done, &mut carrying) {
+                // A task aborted at the shutdown timeout is not settled (it
+                // stays pending in the outbox).
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    if let Ok((seq, attempt)) = done {
                         disabled |= self.settle(seq, attempt);
                     }
                 }
@@ -507,8 +525,8 @@ impl Worker {
         }
         // Shutdown: let in-flight requests finish, within the timeout.
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
-            while let Some(done) = in_flight.join_next_with_id().await {
-                if let Some((seq, attempt)) = self.joined(done, &mut carrying) {
+            while let Some(done) = in_flight.join_next().await {
+                if let Ok((seq, attempt)) = done {
                     self.settle(seq, attempt);
                 }
             }
@@ -528,41 +546,6 @@ impl Worker {
             );
             in_flight.abort_all();
         }
-    }
-
-    /// The attempt a finished task carried. A task that panicked counts as a
-    /// failed attempt (so the delivery is retried per the schedule instead of
-    /// staying in flight until a restart); one aborted at the shutdown
-    /// timeout is not settled (it stays pending in the outbox).
-    fn joined(
-        &self,
-        done: Result<(tokio::task::Id, (i64, http::Attempt)), JoinError>,
-        carrying: &mut HashMap<tokio::task::Id, i64>,
-    ) -> Option<(i64, http::Attempt)> {
-        let e = match done {
-            Ok((id, done)) => {
-                carrying.remove(&id);
-                return Some(done);
-            }
-            Err(e) => e,
-        };
-        let seq = carrying.remove(&e.id())?;
-        if !e.is_panic() {
-            return None;
-        }
-        // The panic message stays out of the log: it could quote anything.
-        let event_id = self.queue.get(seq).map(|i| i.event.id.to_string());
-        tracing::error!(
-            webhook = self.sender.name(),
-            event_id = event_id.as_deref().unwrap_or("-"),
-            "the delivery task panicked (a bug in wghook, please report it); \
-             counting the attempt as failed"
-        );
-        let attempt = http::Attempt {
-            result: AttemptResult::Failed("internal error: the delivery task panicked".into()),
-            elapsed: Duration::ZERO,
-        };
-        Some((seq, attempt))
     }
 
     /// The writer has made a delivered or given-up outcome durable.
@@ -704,8 +687,6 @@ async fn sleep_opt(d: Option<Duration>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Entity, EventKind, InterfaceInfo};
-    use crate::model::DriverKind;
     use crate::tracker::{Changes, State};
     use http::{Attempt, AttemptResult};
     use std::sync::atomic::AtomicUsize;
@@ -758,28 +739,7 @@ mod tests {
     /// An interface event; each `n` its own interface, so none waits for another.
     fn event(n: u8) -> Event {
         let t = DateTime::from_timestamp(1_767_607_200 + i64::from(n), 0).unwrap();
-        Event {
-            id: uuid::Uuid::now_v7(),
-            kind: EventKind::Create,
-            entity: Entity::Interface,
-            time: t,
-            host: "h".into(),
-            sequence: 1,
-            interface: InterfaceInfo {
-                name: format!("wg{n}"),
-                public_key: None,
-                listen_port: 0,
-                fwmark: 0,
-                driver: DriverKind::Kernel,
-                addresses: vec![],
-                mtu: None,
-                created_at: t,
-                updated_at: t,
-            },
-            peer: None,
-            changed: vec![],
-            session: None,
-        }
+        crate::event::test_interface_event(n.into(), t)
     }
 
     struct Running {

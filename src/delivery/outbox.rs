@@ -688,14 +688,16 @@ fn save_state(tx: &Transaction<'_>, state: &State, changes: &Changes) -> Result<
         "INSERT OR REPLACE INTO meta(key, value) VALUES ('state_version', ?1)",
         [STATE_VERSION.to_string()],
     )?;
-    let meta = TrackerMeta {
-        filter: state.filter.clone(),
-        unbaselined: state.unbaselined.clone(),
-    };
-    tx.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('tracker_meta', ?1)",
-        [to_json("tracker state's filter", &meta)?],
-    )?;
+    if changes.all || changes.meta {
+        let meta = TrackerMeta {
+            filter: state.filter.clone(),
+            unbaselined: state.unbaselined.clone(),
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('tracker_meta', ?1)",
+            [to_json("tracker state's filter", &meta)?],
+        )?;
+    }
     Ok(())
 }
 
@@ -823,7 +825,7 @@ mod tests {
     use crate::tracker::{track_changes, Announce, Settings};
     use chrono::TimeDelta;
 
-    fn at(secs: i64) -> DateTime<Utc> {
+    pub(super) fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_607_200 + secs, 0).unwrap()
     }
 
@@ -1176,8 +1178,6 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
-    use crate::event::{Entity, EventKind, InterfaceInfo};
-    use crate::model::DriverKind;
     use crate::tracker::Changes;
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
@@ -1223,28 +1223,7 @@ mod properties {
 
     fn event(n: u32) -> Event {
         let t = DateTime::from_timestamp(1_700_000_000 + i64::from(n), 0).unwrap();
-        Event {
-            id: Uuid::now_v7(),
-            kind: EventKind::Create,
-            entity: Entity::Interface,
-            time: t,
-            host: "h".into(),
-            sequence: u64::from(n),
-            interface: InterfaceInfo {
-                name: format!("wg{n}"),
-                public_key: None,
-                listen_port: 0,
-                fwmark: 0,
-                driver: DriverKind::Kernel,
-                addresses: vec![],
-                mtu: None,
-                created_at: t,
-                updated_at: t,
-            },
-            peer: None,
-            changed: vec![],
-            session: None,
-        }
+        crate::event::test_interface_event(n, t)
     }
 
     /// What the outbox must hold: per webhook, seq -> (pending?, attempts).
@@ -1356,37 +1335,11 @@ mod properties {
 /// The bound on dead letters and writes that meet another process's lock.
 #[cfg(test)]
 mod bounds_and_locks {
+    use super::tests::at;
     use super::*;
-    use crate::event::{Entity, EventKind, InterfaceInfo};
-    use crate::model::DriverKind;
-
-    fn at(secs: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_767_607_200 + secs, 0).unwrap()
-    }
 
     fn event(n: u32) -> Event {
-        Event {
-            id: Uuid::now_v7(),
-            kind: EventKind::Create,
-            entity: Entity::Interface,
-            time: at(i64::from(n)),
-            host: "h".into(),
-            sequence: 1,
-            interface: InterfaceInfo {
-                name: format!("wg{n}"),
-                public_key: None,
-                listen_port: 0,
-                fwmark: 0,
-                driver: DriverKind::Kernel,
-                addresses: vec![],
-                mtu: None,
-                created_at: at(0),
-                updated_at: at(0),
-            },
-            peer: None,
-            changed: vec![],
-            session: None,
-        }
+        crate::event::test_interface_event(n, at(i64::from(n)))
     }
 
     /// Commits `n` events for webhook `a`; returns their seqs.

@@ -211,3 +211,31 @@ pub struct RenderContext {
     /// Display names by interface; interfaces not in it show their name.
     pub interface_names: std::collections::HashMap<String, String>,
 }
+
+/// For tests: the `create` of interface `wg{n}` at `time`. Each `n` is its
+/// own interface, so in delivery none waits for another.
+#[cfg(test)]
+pub(crate) fn test_interface_event(n: u32, time: DateTime<Utc>) -> Event {
+    Event {
+        id: Uuid::now_v7(),
+        kind: EventKind::Create,
+        entity: Entity::Interface,
+        time,
+        host: "h".into(),
+        sequence: 1,
+        interface: InterfaceInfo {
+            name: format!("wg{n}"),
+            public_key: None,
+            listen_port: 0,
+            fwmark: 0,
+            driver: DriverKind::Kernel,
+            addresses: vec![],
+            mtu: None,
+            created_at: time,
+            updated_at: time,
+        },
+        peer: None,
+        changed: vec![],
+        session: None,
+    }
+}
