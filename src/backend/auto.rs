@@ -194,8 +194,10 @@ impl AutoBackend {
             .filter(|l| l.wireguard && filter.allows(&l.name))
             .collect();
 
+        // Kernel links of the last poll the list lacks (see KnownLinks).
+        let missing = self.known.missing(&links, filter);
         let mut snapshot = Snapshot::default();
-        if !wanted.is_empty() || !self.known.missing(&links, filter).is_empty() {
+        if !wanted.is_empty() || !missing.is_empty() {
             if self.kernel.is_none() {
                 self.recheck_kernel(now).await;
             }
@@ -219,12 +221,9 @@ impl AutoBackend {
                     snapshot
                         .unreadable
                         .extend(wanted.iter().map(|l| l.name.clone()));
-                    snapshot.unreadable.extend(
-                        self.known
-                            .missing(&links, filter)
-                            .into_iter()
-                            .map(|l| l.name),
-                    );
+                    snapshot
+                        .unreadable
+                        .extend(missing.into_iter().map(|l| l.name));
                 }
             }
         }

@@ -442,12 +442,7 @@ async fn read_device(
     let mut refreshed_family = false;
     loop {
         let had_family = dev.has_family();
-        let result = dev.dump_device(Some(ifindex)).await.and_then(|mut bytes| {
-            let decoded = decode_device_bytes(&bytes);
-            // The reply holds the private key; do not leave it in freed memory.
-            bytes.fill(0);
-            decoded.map_err(GenlError::from)
-        });
+        let result = decode_wiped(dev.dump_device(Some(ifindex)).await, decode_device_bytes);
         match result {
             Ok(iface) => return Ok(Some(iface)),
             Err(GenlError::Decode(DecodeError::Interrupted)) => {
@@ -529,6 +524,18 @@ impl DeviceReader {
     }
 }
 
+/// Decodes a device dump reply, then zeroes it: it holds the private key,
+/// which must not stay behind in freed memory.
+fn decode_wiped<T>(
+    reply: Result<Vec<u8>, GenlError>,
+    decode: impl FnOnce(&[u8]) -> Result<T, DecodeError>,
+) -> Result<T, GenlError> {
+    let mut bytes = reply?;
+    let decoded = decode(&bytes);
+    bytes.fill(0);
+    Ok(decoded?)
+}
+
 fn open_socket() -> Result<GenlSocket, BackendError> {
     GenlSocket::open().map_err(|source| BackendError::Io {
         context: "opening a generic netlink socket".into(),
@@ -542,11 +549,7 @@ fn open_socket() -> Result<GenlSocket, BackendError> {
 /// `EPERM` without the capability and with another error (`EBADR`,
 /// `EINVAL`) with it.
 fn permission_verdict(reply: Result<Vec<u8>, GenlError>) -> Result<(), BackendError> {
-    let decoded = reply.and_then(|mut bytes| {
-        let decoded = decode_dump(&bytes).map(drop);
-        bytes.fill(0);
-        decoded.map_err(GenlError::from)
-    });
+    let decoded = decode_wiped(reply, |bytes| decode_dump(bytes).map(drop));
     // A kernel that refuses the device in the dump itself rather than
     // before it answers in NLMSG_DONE; that is a refusal like any other.
     let errno = |e: &GenlError| match e {
