@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use uuid::Uuid;
 use wghook::config::{self, Config, Webhook};
-use wghook::delivery::http::{AttemptResult, HttpSender};
+use wghook::delivery::http::{AttemptResult, HttpSender, MAX_RESPONSE_BODY};
 use wghook::event::{
     Entity, Event, EventKind, InterfaceInfo, PeerInfo, PeerLabel, RenderContext, Session, Zone,
 };
@@ -1048,4 +1048,33 @@ async fn wghook_test_sends_a_sample_through_each_webhook_and_reports_it() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap refuses unknown events");
+}
+
+// ---------------------------------------------------------------------------
+// Large answers.
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_over_64_kib_is_cut_at_64_kib_without_error() {
+    let receiver = Receiver::start().await;
+    let hook = hook(&format!("webhook:\n  url: {}\n", receiver.url));
+    let sender = HttpSender::new(&hook, plain_ctx()).unwrap();
+    let event = connect();
+    for code in [200u16, 500] {
+        receiver.respond_by(move |_, _| Reply {
+            body: vec![b'x'; 1024 * 1024],
+            ..Reply::status(code)
+        });
+        let attempt = sender.send(&event, Utc::now()).await;
+        match &attempt.result {
+            AttemptResult::Status {
+                code: got, body, ..
+            } => {
+                assert_eq!(*got, code);
+                assert_eq!(body.len(), MAX_RESPONSE_BODY, "for {code}");
+                assert_eq!(MAX_RESPONSE_BODY, 64 * 1024);
+            }
+            other => panic!("a 1 MiB answer to {code} failed: {other:?}"),
+        }
+    }
 }

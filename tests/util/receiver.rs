@@ -55,17 +55,20 @@ impl Recorded {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    /// Sent as the `Retry-After` header.
-    pub retry_after: Option<String>,
+    /// Response headers (name, value).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
     /// Waits this long before answering (the request is recorded at once).
     pub delay: Option<Duration>,
 }
 
 impl Reply {
+    /// `status`, no headers, empty body, at once.
     pub fn status(status: u16) -> Self {
         Self {
             status,
-            retry_after: None,
+            headers: Vec::new(),
+            body: Vec::new(),
             delay: None,
         }
     }
@@ -75,22 +78,11 @@ impl Reply {
 /// `webhook-id` arrived before it.
 type Responder = Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>;
 
-/// An answer with any headers and body (see [`Receiver::respond_raw_by`]).
-#[derive(Debug, Clone)]
-pub struct RawReply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-type RawResponder = Arc<dyn Fn(&Recorded) -> RawReply + Send + Sync>;
-
 #[derive(Clone)]
 struct Shared {
     requests: Arc<Mutex<Vec<Recorded>>>,
     status: Arc<Mutex<u16>>,
     responder: Arc<Mutex<Option<Responder>>>,
-    raw: Arc<Mutex<Option<RawResponder>>>,
     changed: watch::Sender<usize>,
 }
 
@@ -119,7 +111,6 @@ impl Receiver {
             requests: Arc::default(),
             status: Arc::new(Mutex::new(200)),
             responder: Arc::default(),
-            raw: Arc::default(),
             changed: tx,
         };
         let app = axum::Router::new()
@@ -152,12 +143,6 @@ impl Receiver {
     /// (replaces [`Receiver::respond_with`]).
     pub fn respond_by(&self, reply: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) {
         *self.shared.responder.lock().unwrap() = Some(Arc::new(reply));
-    }
-
-    /// Answer every later request with what `reply` computes from it: any
-    /// status, headers and body (takes precedence over the other modes).
-    pub fn respond_raw_by(&self, reply: impl Fn(&Recorded) -> RawReply + Send + Sync + 'static) {
-        *self.shared.raw.lock().unwrap() = Some(Arc::new(reply));
     }
 
     /// Everything received so far.
@@ -234,7 +219,6 @@ async fn record(
     use axum::response::IntoResponse as _;
     let status = *shared.status.lock().unwrap();
     let responder = shared.responder.lock().unwrap().clone();
-    let raw = shared.raw.lock().unwrap().clone();
     let recorded = Recorded {
         method,
         path: uri.path().to_string(),
@@ -242,28 +226,6 @@ async fn record(
         body,
         at: Instant::now(),
     };
-    if let Some(raw) = raw {
-        let reply = raw(&recorded);
-        let n = {
-            let mut requests = shared.requests.lock().unwrap();
-            requests.push(recorded);
-            requests.len()
-        };
-        shared.changed.send_replace(n);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &reply.headers {
-            headers.insert(
-                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        return (
-            StatusCode::from_u16(reply.status).unwrap(),
-            headers,
-            reply.body,
-        )
-            .into_response();
-    }
     let (n, reply) = {
         let mut requests = shared.requests.lock().unwrap();
         let reply = responder.map(|f| {
@@ -285,8 +247,16 @@ async fn record(
         tokio::time::sleep(delay).await;
     }
     let mut headers = HeaderMap::new();
-    if let Some(value) = &reply.retry_after {
-        headers.insert("retry-after", HeaderValue::from_str(value).unwrap());
+    for (name, value) in &reply.headers {
+        headers.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
     }
-    (StatusCode::from_u16(reply.status).unwrap(), headers).into_response()
+    (
+        StatusCode::from_u16(reply.status).unwrap(),
+        headers,
+        reply.body,
+    )
+        .into_response()
 }
