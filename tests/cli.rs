@@ -173,24 +173,56 @@ fn check_names_the_backend_as_the_configuration_spells_it() {
     }
 }
 
-/// Regression (audit): the peers table showed NAME only and the JSON rows
-/// had no labels.
-#[test]
-fn peers_shows_user_and_labels() {
-    let dir = tempfile::tempdir().unwrap();
+/// A simulated host with interface wg7 and peer alice (10.7.0.2/32), and a
+/// configuration with `monitor_extra` lines under `monitor:` and alice's
+/// `peers:` entry `alice_entry` (flow mapping contents). Returns the
+/// configuration's path and alice's key.
+fn simulated_alice(
+    dir: &tempfile::TempDir,
+    monitor_extra: &str,
+    alice_entry: &str,
+) -> (std::path::PathBuf, String) {
     let scenario = write(
-        &dir,
+        dir,
         "scenario.yaml",
         "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n",
     );
     let alice = wghook::backend::sim::key_for("alice").to_base64();
     let config = write(
-        &dir,
+        dir,
         "wghook.yaml",
         &format!(
-            "monitor:\n  backend: simulated\n  scenario: {}\npeers:\n  \"{alice}\": {{ name: alice-laptop, user: alice@example.com, labels: {{ team: ops }} }}\n",
+            "monitor:\n  backend: simulated\n  scenario: {}\n{monitor_extra}peers:\n  \"{alice}\": {{ {alice_entry} }}\n",
             scenario.display()
         ),
+    );
+    (config, alice)
+}
+
+/// The column names of `wghook peers`'s table and the cells of its first row.
+fn peers_table(stdout: &str) -> (Vec<&str>, Vec<&str>) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("PEER"))
+        .unwrap_or_else(|| panic!("no header in {stdout}"));
+    let row = |i: usize| {
+        lines
+            .get(i)
+            .map_or(Vec::new(), |l| l.split_whitespace().collect())
+    };
+    (row(header), row(header + 1))
+}
+
+/// Regression (audit): the peers table showed NAME only and the JSON rows
+/// had no labels.
+#[test]
+fn peers_shows_user_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, alice) = simulated_alice(
+        &dir,
+        "",
+        "name: alice-laptop, user: alice@example.com, labels: { team: ops }",
     );
     let (code, stdout, stderr) = run(&config, &["peers", "--json"]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -205,15 +237,9 @@ fn peers_shows_user_and_labels() {
 
     let (code, stdout, _) = run(&config, &["peers"]);
     assert_eq!(code, Some(0));
-    let lines: Vec<&str> = stdout.lines().collect();
-    let header = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("PEER"))
-        .unwrap_or_else(|| panic!("no header in {stdout}"));
-    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    let (columns, cells) = peers_table(&stdout);
     assert_eq!(columns[..4], ["PEER", "NAME", "USER", "STATE"], "{stdout}");
     assert!(!columns.contains(&"PING"), "{stdout}");
-    let cells: Vec<&str> = lines[header + 1].split_whitespace().collect();
     assert_eq!(
         cells[..3],
         [alice.as_str(), "alice-laptop", "alice@example.com"]
@@ -224,30 +250,15 @@ fn peers_shows_user_and_labels() {
 #[ignore = "needs ICMP sockets (root, or net.ipv4.ping_group_range)"]
 fn peers_table_has_a_ping_column_with_ping_checks_on() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write(
+    let (config, _) = simulated_alice(
         &dir,
-        "scenario.yaml",
-        "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n",
-    );
-    let alice = wghook::backend::sim::key_for("alice").to_base64();
-    let config = write(
-        &dir,
-        "wghook.yaml",
-        &format!(
-            "monitor:\n  backend: simulated\n  scenario: {}\n  ping_checks: true\npeers:\n  \"{alice}\": {{ name: alice-laptop, ping_address: 127.0.0.1 }}\n",
-            scenario.display()
-        ),
+        "  ping_checks: true\n",
+        "name: alice-laptop, ping_address: 127.0.0.1",
     );
     let (code, stdout, stderr) = run(&config, &["peers"]);
     assert_eq!(code, Some(0), "{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
-    let header = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("PEER"))
-        .unwrap_or_else(|| panic!("no header in {stdout}"));
-    let columns: Vec<&str> = lines[header].split_whitespace().collect();
+    let (columns, cells) = peers_table(&stdout);
     assert_eq!(columns[3..6], ["STATE", "PING", "HANDSHAKE"], "{stdout}");
-    let cells: Vec<&str> = lines[header + 1].split_whitespace().collect();
     // No handshake, but 127.0.0.1 answers: connected by ping.
     assert_eq!(cells[3..5], ["connected", "yes"], "{stdout}");
 }
