@@ -20,8 +20,8 @@
 //!   (userinfo, a Slack path, a token in the query): errors quote at most its
 //!   scheme and host, and `Debug` shows it through [`redacted_url`].
 //! - [`parse_str`] touches nothing but its arguments and the environment;
-//!   [`load`] additionally reads the file, checks that the files it names
-//!   (`monitor.scenario`) exist, and reads the peer names of the wg-quick
+//!   [`load`] additionally reads the file, loads the scenario
+//!   `monitor.scenario` names (as `run` would), and reads the peer names of the wg-quick
 //!   files `monitor.names_from` names into [`Config::peers`] (entries of the
 //!   `peers:` map keep their own name; see [`crate::names`]).
 //! - Relative paths in the file are taken relative to the file's directory.
@@ -560,14 +560,15 @@ impl std::error::Error for ConfigErrors {}
 /// Reads and validates the configuration file at `path`; also checks that
 /// the files it names exist. An unreadable file is one error naming it.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: path.to_path_buf(),
-            line: None,
-            key: String::new(),
-            message: format!("cannot read the configuration file: {e}"),
-        }])
-    })?;
+    let text =
+        crate::files::read_bounded_text(path, crate::files::MAX_CONFIG_FILE).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
     compile_text(&text, path, &|name| std::env::var(name), true)
 }
 
@@ -1403,6 +1404,31 @@ impl Compiler<'_> {
         let extras = self.webhook_extras(&m, secret.is_some());
         ok &= extras.is_some();
 
+        // reqwest sends a URL's user info as `Authorization: Basic`; a
+        // secret or auth would add a second Authorization header.
+        if let (Some((url, _)), Some(extras)) = (&url, &extras) {
+            let authorization = [
+                "secret",
+                "authentication",
+                "secret_file",
+                "authentication_file",
+            ]
+            .into_iter()
+            .filter(|_| secret.is_some())
+            .chain(["auth"].into_iter().filter(|_| extras.auth.is_some()))
+            .find(|key| m.get(key).is_some());
+            if let (true, Some(key)) = (has_userinfo(url), authorization) {
+                let message = format!(
+                    "the URL has a user name or password, sent as Basic authorization, and {key} \
+                     (line {}) sets the Authorization header too; keep one (remove the user \
+                     info from the URL, or remove {key})",
+                    m.key_line(key)
+                );
+                self.error(m.key_line("url"), &m.child("url"), message);
+                ok = false;
+            }
+        }
+
         match (name, url, timeout, events, retry, max_in_flight, extras) {
             (
                 Some(name),
@@ -1825,6 +1851,16 @@ impl Compiler<'_> {
             None => Some(ClientAuth::Basic),
         };
         ok &= client_auth.is_some();
+        if let (Some(url), Some(ClientAuth::Basic)) = (&token_url, client_auth) {
+            if has_userinfo(url) {
+                // reqwest would send the user info as a second Basic header.
+                let message = "the token URL has a user name or password, and client_auth basic \
+                               sends the client credentials as the Authorization header; remove \
+                               the user info from the URL (or set client_auth: body)";
+                self.error(m.key_line("token_url"), &m.child("token_url"), message);
+                ok = false;
+            }
+        }
         if !ok {
             return None;
         }
@@ -1881,7 +1917,7 @@ impl Compiler<'_> {
     /// trailing line break is not part of the secret.
     fn secret_file(&mut self, node: &Node, path: &str, header: bool) -> Option<Option<Secret>> {
         let file = self.path(node, path)?;
-        let text = match std::fs::read_to_string(&file) {
+        let text = match crate::files::read_bounded_text(&file, crate::files::MAX_SECRET_FILE) {
             Ok(text) => text,
             Err(e) => {
                 let message = format!("cannot read secret file {}: {e}", file.display());
@@ -2279,13 +2315,16 @@ impl Compiler<'_> {
             return None;
         }
         if self.check_files {
-            let problem = match std::fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => None,
-                Ok(_) => Some("not a regular file".to_string()),
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(problem) = problem {
-                let message = format!("cannot read {}: {problem}", path.display());
+            // Loaded as `run` will load it, so that whatever `run` would
+            // refuse (a step out of range, an unknown peer) fails `check`.
+            use crate::backend::sim::{Scenario, ScenarioError};
+            if let Err(e) = Scenario::load(&path) {
+                let message = match e {
+                    ScenarioError::Read { source, .. } => {
+                        format!("cannot read {}: {source}", path.display())
+                    }
+                    other => other.to_string(),
+                };
                 self.error(node.line, &key, message);
                 return None;
             }
@@ -2548,6 +2587,12 @@ fn check_url(text: &str) -> Result<reqwest::Url, String> {
         )),
         Err(e) => Err(format!("not a valid URL ({e})")),
     }
+}
+
+/// True if `url` has user info (`https://user:pass@host/`), which reqwest
+/// sends as an `Authorization: Basic` header.
+fn has_userinfo(url: &reqwest::Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
 }
 
 /// What of a URL that did not parse may be quoted in a message: the scheme
@@ -3413,6 +3458,42 @@ mod tests {
         }
     }
 
+    /// Regression (issue 11): a URL with user info and a secret or auth sent
+    /// two Authorization headers.
+    #[test]
+    fn url_user_info_with_secret_or_auth_is_refused() {
+        let f = DEFAULT_PATH;
+        let both = |key: &str, line: usize| {
+            format!(
+                "the URL has a user name or password, sent as Basic authorization, and {key} \
+                 (line {line}) sets the Authorization header too; keep one (remove the user info \
+                 from the URL, or remove {key})"
+            )
+        };
+        let text = "webhooks:\n\
+            \x20 - name: a\n    url: https://u-s3cr3t:p-s3cr3t@x.example/hook\n    secret: \"Bearer t\"\n\
+            \x20 - name: b\n    url: https://u-s3cr3t@x.example/hook\n    auth: { bearer: t }\n\
+            \x20 - name: c\n    url: \"https://u-s3cr3t:p@x.example/{{ event }}\"\n    authentication: t\n\
+            \x20 - name: d\n    url: https://x.example/hook\n    auth: { oauth2: { token_url: \"https://id-s3cr3t:pw@idp.example/token\", client_id: i, client_secret: s } }\n";
+        assert_eq!(
+            error_lines(text),
+            [
+                format!("{f}:3: webhooks[0].url: {}", both("secret", 4)),
+                format!("{f}:6: webhooks[1].url: {}", both("auth", 7)),
+                format!("{f}:9: webhooks[2].url: {}", both("authentication", 10)),
+                format!(
+                    "{f}:13: webhooks[3].auth.oauth2.token_url: the token URL has a user name or \
+                     password, and client_auth basic sends the client credentials as the \
+                     Authorization header; remove the user info from the URL (or set client_auth: body)"
+                ),
+            ]
+        );
+        // Alone, the user info is the one Authorization header; an empty
+        // secret sends none; client_auth body sends no Basic header.
+        ok("webhook:\n  url: https://u:p@x.example/hook\n  secret: \"\"\n");
+        ok("webhook:\n  url: https://x.example/hook\n  auth: { oauth2: { token_url: \"https://i:p@idp.example/t\", client_id: i, client_secret: s, client_auth: body } }\n");
+    }
+
     #[test]
     fn three_errors_are_all_reported_with_their_lines() {
         let text = "webhook:\n  url: not a url\n  secret: s3cr3t-value\nmonitor:\n  interval: 5x\n  colour: blue\n";
@@ -3607,6 +3688,23 @@ mod tests {
         // parse_str does not look at the file system.
         let text = std::fs::read_to_string(&config_path).unwrap();
         assert!(parse_str(&text, &config_path).is_ok());
+
+        // Regression (issue 11): a step out of range passed `check`, then
+        // `run` panicked (exit 101) loading the scenario.
+        std::fs::write(
+            &scenario,
+            "steps:\n  - at: 999999999999999h\n    add_interface: { name: wg0 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load(&config_path).unwrap_err().to_string(),
+            format!(
+                "{}:3: monitor.scenario: scenario {}: offset \"999999999999999h\" is too late \
+                 (at most 8760h, a year) at line 2, column 9",
+                config_path.display(),
+                scenario.display()
+            )
+        );
 
         std::fs::write(&scenario, "steps: []\n").unwrap();
         let config = load(&config_path).unwrap_or_else(|e| panic!("{e}"));

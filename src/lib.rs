@@ -5,7 +5,8 @@
 //! - [`tracker`] is a pure function `(state, snapshot, now, settings) -> (state, events)`.
 //! - [`event`] holds the derived [`event::Event`] and its JSON in each wire format.
 //! - [`delivery`] sends events to webhooks.
-//! - [`config`] turns one YAML file into a validated [`config::Config`].
+//! - [`config`] turns one YAML file into a validated [`config::Config`];
+//!   [`files`] reads every file it names, bounded and only if regular.
 //! - [`daemon`] wires it together: poll loop, signals, shutdown.
 //!
 //! Nothing inside the tracker or the parsers reads the clock: time is an argument.
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod files;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -182,10 +182,9 @@ pub fn load(patterns: &[PathBuf]) -> Loaded {
     out
 }
 
-/// The whole file as UTF-8, or why not.
+/// The whole file as UTF-8, or why not (see [`crate::files`] for the limits).
 fn read(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|_| "not a UTF-8 text file".to_string())
+    crate::files::read_bounded_text(path, crate::files::MAX_NAMES_FILE).map_err(|e| e.to_string())
 }
 
 /// A `[Peer]` section being read.

@@ -456,3 +456,191 @@ fn check_errors_carry_the_journal_priority_when_stderr_is_the_journal() {
         );
     }
 }
+
+/// `wghook ARGS... -c config` as a child process that must end within
+/// `secs` (a regression that hangs fails the test instead of the suite);
+/// its exit code, stdout and stderr.
+fn run_within(config: &std::path::Path, args: &[&str], secs: u64) -> (Option<i32>, String, String) {
+    use std::io::Read as _;
+    let mut child = wghook()
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wghook {args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stdout, stderr)
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Regression (issue 11): `secret_file`, `names_from` and the scenario
+/// pointing at a FIFO hung `wghook check`; at `/dev/zero` or a huge file
+/// it read until memory ran out. Every file the configuration names is read
+/// only if it is a regular file, and only up to the limit of its kind.
+#[test]
+fn check_refuses_fifos_devices_and_huge_files_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let huge = dir.path().join("huge");
+    // Sparse: 64 GiB that take no disk space.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(64 << 30)
+        .unwrap();
+    let (fifo_s, huge_s) = (fifo.display(), huge.display());
+    let config = write(
+        &dir,
+        "wghook.yaml",
+        &format!(
+            "webhooks:\n\
+             \x20 - name: a\n    url: https://a.example/hook\n    secret_file: {fifo_s}\n\
+             \x20 - name: b\n    url: https://b.example/hook\n    auth: {{ bearer_file: /dev/zero }}\n\
+             \x20 - name: c\n    url: https://c.example/hook\n    \
+             auth: {{ basic: {{ username: u, password_file: {huge_s} }} }}\n\
+             monitor:\n  backend: simulated\n  scenario: {fifo_s}\n  \
+             names_from: [{fifo_s}, /dev/zero, {huge_s}]\n"
+        ),
+    );
+    let (code, _, stderr) = run_within(&config, &["check"], 30);
+    assert_eq!(code, Some(2), "{stderr}");
+    let f = config.display();
+    let not_regular = |what: &str| format!("not a regular file ({what}); give the path of a file");
+    for line in [
+        format!(
+            "{f}:4: webhooks[0].secret_file: cannot read secret file {fifo_s}: {}",
+            not_regular("a FIFO")
+        ),
+        format!(
+            "{f}:7: webhooks[1].auth.bearer_file: cannot read secret file /dev/zero: {}",
+            not_regular("a character device")
+        ),
+        format!(
+            "{f}:10: webhooks[2].auth.basic.password_file: cannot read secret file {huge_s}: \
+             larger than 64 KiB (the limit for this kind of file)"
+        ),
+        format!(
+            "{f}:13: monitor.scenario: cannot read {fifo_s}: {}",
+            not_regular("a FIFO")
+        ),
+        format!(
+            "{f}:14: monitor.names_from[0]: cannot read {fifo_s}: {}",
+            not_regular("a FIFO")
+        ),
+        format!(
+            "{f}:14: monitor.names_from[1]: cannot read /dev/zero: {}",
+            not_regular("a character device")
+        ),
+        format!(
+            "{f}:14: monitor.names_from[2]: cannot read {huge_s}: \
+             larger than 32 MiB (the limit for this kind of file)"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&format!("error: {line}\n")),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("7 errors in"), "{stderr}");
+
+    // The configuration file itself.
+    for path in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let (code, _, stderr) = run_within(path, &["check"], 30);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(
+            stderr.contains("cannot read the configuration file: not a regular file"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Regression (issue 11): a scenario step at `999999999999999h` (or
+/// u64::MAX seconds) passed `wghook check`; `run` then panicked (exit 101).
+#[test]
+fn check_refuses_scenario_offsets_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    for at in ["999999999999999h", "18446744073709551615"] {
+        let scenario = write(
+            &dir,
+            "scenario.yaml",
+            &format!("steps:\n  - at: 0s\n    add_interface: {{ name: wg0 }}\n  - at: {at}\n    remove_interface: {{ name: wg0 }}\n"),
+        );
+        let config = write(
+            &dir,
+            "wghook.yaml",
+            &format!(
+                "monitor:\n  backend: simulated\n  scenario: {}\n",
+                scenario.display()
+            ),
+        );
+        let (code, _, stderr) = run_within(&config, &["check"], 30);
+        assert_eq!(code, Some(2), "{at}: {stderr}");
+        let want = format!(
+            "error: {}:3: monitor.scenario: scenario {}: offset \"{at}\" is too late \
+             (at most 8760h, a year) at line 4, column 9\n",
+            config.display(),
+            scenario.display()
+        );
+        assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
+        let (code, _, stderr) = run_within(&config, &["run"], 30);
+        assert_eq!(
+            code,
+            Some(2),
+            "{at}: run must refuse it as check does, not panic: {stderr}"
+        );
+    }
+}
+
+/// Regression (issue 11): three nested `range(1000)` loops in a body hung
+/// `wghook check` (it renders every template for sample events).
+#[test]
+fn check_refuses_a_template_that_never_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir,
+        "wghook.yaml",
+        "webhook:\n  url: https://x.example/hook\n  headers: { Content-Type: text/plain }\n  \
+         body: \"{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}x\
+         {% endfor %}{% endfor %}{% endfor %}\"\n",
+    );
+    let (code, _, stderr) = run_within(&config, &["check"], 30);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {}:4: webhook.body: invalid template: rendering took more than 1000000 steps",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}

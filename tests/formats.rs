@@ -286,6 +286,22 @@ async fn each_static_auth_mode_sends_its_authorization_header() {
     }
 }
 
+/// A URL's user info is sent as Basic authorization, exactly once; with a
+/// secret or auth as well it is refused (`config` tests), since both would
+/// go out as two Authorization headers.
+#[tokio::test]
+async fn url_user_info_alone_sends_one_basic_authorization_header() {
+    let receiver = Receiver::start().await;
+    let url = receiver.url.replacen("http://", "http://wg:s3cret@", 1);
+    assert_ne!(url, receiver.url);
+    let hook = hook(&format!("webhook:\n  url: {url}\n"));
+    let got = send_one(&receiver, &hook, plain_ctx(), &connect()).await;
+    let values: Vec<_> = got.headers.get_all("authorization").iter().collect();
+    // base64("wg:s3cret")
+    assert_eq!(values, ["Basic d2c6czNjcmV0"]);
+    assert!(!got.path.contains("s3cret"), "{}", got.path);
+}
+
 /// An OAuth 2.0 token endpoint: client-credentials grant for one client,
 /// tokens `tok-1`, `tok-2`, ... valid `expires_in` seconds.
 #[derive(Clone, Default)]

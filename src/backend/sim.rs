@@ -128,7 +128,7 @@ pub enum ScenarioError {
     Read {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: crate::files::ReadError,
     },
     #[error("scenario {path}: {message}")]
     Parse { path: String, message: String },
@@ -144,19 +144,27 @@ pub enum ScenarioError {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = crate::files::read_bounded_text(path, crate::files::MAX_SCENARIO_FILE).map_err(
+            |source| ScenarioError::Read {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and checks scenario text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        // One line per error (no source snippet): it is printed like a
+        // configuration error, and it names the line and column.
+        let mut options = serde_saphyr::Options::default();
+        options.with_snippet = false;
         let scenario: Scenario =
-            serde_saphyr::from_str(text).map_err(|e| ScenarioError::Parse {
-                path: origin.to_string(),
-                message: e.to_string(),
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+                ScenarioError::Parse {
+                    path: origin.to_string(),
+                    message: e.to_string(),
+                }
             })?;
         scenario.check(origin)?;
         Ok(scenario)
@@ -191,6 +199,11 @@ impl Scenario {
     }
 }
 
+/// The latest offset a step may have: a scenario is played in real time, so
+/// a year is already far beyond any use, and `start + at` stays far from
+/// the ends of the calendar.
+pub const MAX_OFFSET: TimeDelta = TimeDelta::days(365);
+
 /// Parses offsets such as `90s`, `2m`, `1h30m`, `500ms` or a bare number of seconds.
 fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Error> {
     #[derive(Deserialize)]
@@ -199,46 +212,58 @@ fn de_offset<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Err
         Secs(u64),
         Text(String),
     }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(TimeDelta::seconds(s as i64)),
-        Raw::Text(t) => parse_offset(&t).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid offset {t:?} (use e.g. 30s, 2m, 1h30m)"))
-        }),
-    }
+    let text = match Raw::deserialize(d)? {
+        Raw::Secs(s) => s.to_string(),
+        Raw::Text(t) => t,
+    };
+    parse_offset(&text).map_err(serde::de::Error::custom)
 }
 
-/// `1h30m`, `45s`, `250ms`: a run of number+unit pairs.
-pub fn parse_offset(text: &str) -> Option<TimeDelta> {
+/// `1h30m`, `45s`, `250ms`, `90` (seconds): a run of number+unit pairs, at
+/// most [`MAX_OFFSET`]; the error says what is wrong with `text`.
+pub fn parse_offset(text: &str) -> Result<TimeDelta, String> {
+    let invalid = || format!("invalid offset {text:?} (use e.g. 30s, 2m, 1h30m)");
+    let too_late = || format!("offset {text:?} is too late (at most 8760h, a year)");
     let mut rest = text.trim();
     if rest.is_empty() {
-        return None;
+        return Err(invalid());
     }
-    if let Ok(secs) = rest.parse::<u64>() {
-        return Some(TimeDelta::seconds(secs as i64));
+    if rest.bytes().all(|b| b.is_ascii_digit()) {
+        return match rest.parse::<i64>().ok().and_then(TimeDelta::try_seconds) {
+            Some(d) if d <= MAX_OFFSET => Ok(d),
+            _ => Err(too_late()),
+        };
     }
     let mut total = TimeDelta::zero();
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
         if digits == 0 {
-            return None;
+            return Err(invalid());
         }
-        let n: i64 = rest[..digits].parse().ok()?;
+        // Only digits: a parse failure is an overflow.
+        let n: i64 = rest[..digits].parse().map_err(|_| too_late())?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => TimeDelta::milliseconds(n),
-            "s" => TimeDelta::seconds(n),
-            "m" => TimeDelta::minutes(n),
-            "h" => TimeDelta::hours(n),
-            "d" => TimeDelta::days(n),
-            _ => return None,
+        let part = match unit {
+            "ms" => TimeDelta::try_milliseconds(n),
+            "s" => TimeDelta::try_seconds(n),
+            "m" => TimeDelta::try_minutes(n),
+            "h" => TimeDelta::try_hours(n),
+            "d" => TimeDelta::try_days(n),
+            _ => return Err(invalid()),
         };
+        total = part
+            .and_then(|part| total.checked_add(&part))
+            .filter(|t| *t <= MAX_OFFSET)
+            .ok_or_else(too_late)?;
     }
-    Some(total)
+    Ok(total)
 }
 
 /// A key for a scenario peer: the key itself if it is one, else derived from the name.
@@ -424,7 +449,11 @@ impl SimBackend {
     pub fn snapshot_at(&mut self, now: DateTime<Utc>, filter: &InterfaceFilter) -> Snapshot {
         let start = *self.start.get_or_insert(now);
         while let Some(step) = self.steps.get(self.next) {
-            let due = start + step.at;
+            // Offsets are at most MAX_OFFSET, so this fails only for a
+            // clock near the end of the calendar: then the step never comes.
+            let Some(due) = start.checked_add_signed(step.at) else {
+                break;
+            };
             if due > now {
                 break;
             }
@@ -536,12 +565,50 @@ steps:
 
     #[test]
     fn offsets_parse_in_every_unit() {
-        assert_eq!(parse_offset("90"), Some(TimeDelta::seconds(90)));
-        assert_eq!(parse_offset("1h30m"), Some(TimeDelta::minutes(90)));
-        assert_eq!(parse_offset("250ms"), Some(TimeDelta::milliseconds(250)));
-        assert_eq!(parse_offset("5x"), None);
-        assert_eq!(parse_offset("m"), None);
-        assert_eq!(parse_offset(""), None);
+        assert_eq!(parse_offset("90"), Ok(TimeDelta::seconds(90)));
+        assert_eq!(parse_offset("1h30m"), Ok(TimeDelta::minutes(90)));
+        assert_eq!(parse_offset("250ms"), Ok(TimeDelta::milliseconds(250)));
+        assert_eq!(parse_offset("8760h"), Ok(MAX_OFFSET));
+        for bad in ["5x", "m", "", "1h5", "-5s"] {
+            assert_eq!(
+                parse_offset(bad),
+                Err(format!("invalid offset {bad:?} (use e.g. 30s, 2m, 1h30m)"))
+            );
+        }
+    }
+
+    /// Regression (issue 11): `at: 999999999999999h` panicked when the
+    /// scenario was loaded (after `wghook check` had passed), and `u64::MAX`
+    /// seconds wrapped to -1 s.
+    #[test]
+    fn offsets_out_of_range_are_refused_with_file_line_and_key() {
+        for (at, shown) in [
+            ("999999999999999h", "\"999999999999999h\""),
+            ("18446744073709551615", "\"18446744073709551615\""),
+            ("9223372036854775807ms", "\"9223372036854775807ms\""),
+            ("8761h", "\"8761h\""),
+            ("8760h1s", "\"8760h1s\""),
+        ] {
+            let text = format!("steps:\n  - at: 0s\n    add_interface: {{ name: wg0 }}\n  - at: {at}\n    remove_interface: {{ name: wg0 }}\n");
+            let err = Scenario::parse(&text, "s.yaml").unwrap_err().to_string();
+            assert!(err.starts_with("scenario s.yaml: "), "{err}");
+            assert!(
+                err.contains(&format!(
+                    "offset {shown} is too late (at most 8760h, a year)"
+                )),
+                "{at}: {err}"
+            );
+            assert!(err.contains("line 4"), "{at}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_clock_at_the_end_of_the_calendar_never_reaches_a_step() {
+        let mut sim = SimBackend::new(Scenario::parse(TEXT, "test").unwrap());
+        let end = DateTime::<Utc>::MAX_UTC;
+        let all = InterfaceFilter::default();
+        assert_eq!(sim.snapshot_at(end, &all).interfaces.len(), 1);
+        assert!(!sim.finished(), "steps after 0s cannot be due");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //!   `|tojson` output is written as is.
 //! - Errors never quote the template's text (a header template may hold a
 //!   token): they name the problem and the template line.
+//! - Rendering is bounded: at most [`FUEL`] engine steps (so three nested
+//!   `range(1000)` loops fail at once instead of running for hours) and at
+//!   most [`MAX_OUTPUT`] bytes of output. Past either, the render is an error
+//!   ([`Template::render`] fails; [`Template::check`] refuses the template).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +89,14 @@ const GLOBALS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
 /// The one template name inside each environment.
 const NAME: &str = "template";
 
+/// Engine steps (minijinja "fuel") one render may take: about a second of
+/// work in a debug build, a few milliseconds for real templates (a loop over
+/// a peer's allowed IPs takes tens of steps per item).
+pub const FUEL: u64 = 1_000_000;
+
+/// Largest output of one render (a body, a header or a URL).
+pub const MAX_OUTPUT: usize = 1 << 20;
+
 /// How `{{ value }}` output is escaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -126,6 +138,7 @@ impl Template {
     pub fn compile(source: &str, mode: Mode) -> Result<Self, String> {
         let mut env = Environment::new();
         env.set_debug(false);
+        env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(move |_| match mode {
             Mode::Json => AutoEscape::Custom("json-string".into()),
@@ -156,7 +169,23 @@ impl Template {
 
     fn render_value(&self, value: Value) -> Result<String, String> {
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
-        template.render(value).map_err(|e| describe(&e))
+        let mut out = Bounded {
+            buf: Vec::new(),
+            overflow: false,
+        };
+        match template.render_captured_to(value, &mut out) {
+            // The engine writes whole `str`s: the bytes are UTF-8.
+            Ok(_) => String::from_utf8(out.buf).map_err(|_| "output is not UTF-8".to_string()),
+            Err(_) if out.overflow => Err(format!(
+                "the output is larger than {} MiB (simplify the template)",
+                MAX_OUTPUT >> 20
+            )),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+                "rendering took more than {FUEL} steps (a loop too long, or loops \
+                 nested too deep; simplify the template)"
+            )),
+            Err(e) => Err(describe(&e)),
+        }
     }
 
     /// The load-time check: every field the template names exists, and it
@@ -185,6 +214,27 @@ impl Template {
                 .map_err(|e| format!("{e}, for a sample {name} event{sparse}"))?;
             validate(&out).map_err(|e| format!("{e}, for a sample {name} event{sparse}"))?;
         }
+        Ok(())
+    }
+}
+
+/// The render's output, refusing to grow past [`MAX_OUTPUT`].
+struct Bounded {
+    buf: Vec<u8>,
+    overflow: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > MAX_OUTPUT {
+            self.overflow = true;
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -693,6 +743,60 @@ mod tests {
         let t = Template::compile(source, mode)?;
         let event = sample_event(name, "vpn-1", now()).unwrap();
         t.render(&event, &sample_context())
+    }
+
+    /// Runs `f` on a thread and fails the test if it has not returned
+    /// within `secs` (a regression must fail, not hang the suite).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .expect("rendering did not finish in time")
+    }
+
+    /// Regression (issue 11): three nested `range(1000)` loops hung
+    /// `wghook check` (10^9 iterations).
+    #[test]
+    fn a_template_that_never_finishes_runs_out_of_fuel() {
+        let source = "{% for a in range(1000) %}{% for b in range(1000) %}\
+                      {% for c in range(1000) %}x{% endfor %}{% endfor %}{% endfor %}";
+        let started = std::time::Instant::now();
+        let (check, render) = within(60, move || {
+            let t = Template::compile(source, Mode::Text).unwrap();
+            let event = sample_event("peer.connect", "vpn-1", now()).unwrap();
+            (t.check(|_| Ok(())), t.render(&event, &sample_context()))
+        });
+        let want = "rendering took more than 1000000 steps (a loop too long, or loops \
+                    nested too deep; simplify the template)";
+        assert_eq!(
+            check.unwrap_err(),
+            format!("{want}, for a sample peer.create event")
+        );
+        assert_eq!(render.unwrap_err(), want);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    /// Regression (issue 11): output had no bound (`"x" * n` renders
+    /// n bytes, up to 100 MB per expression).
+    #[test]
+    fn output_over_the_limit_is_an_error() {
+        let big = format!("{{{{ 'x' * {} }}}}", MAX_OUTPUT + 1);
+        let err = within(60, move || render(&big, Mode::Text, "peer.connect")).unwrap_err();
+        assert_eq!(
+            err,
+            "the output is larger than 1 MiB (simplify the template)"
+        );
+        let exact = format!("{{{{ 'x' * {MAX_OUTPUT} }}}}");
+        assert_eq!(
+            render(&exact, Mode::Text, "peer.connect").unwrap().len(),
+            MAX_OUTPUT
+        );
+        // Many small writes add up the same way.
+        let looped = "{% for i in range(20000) %}0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmn{% endfor %}";
+        assert_eq!(
+            render(looped, Mode::Text, "peer.connect").unwrap_err(),
+            "the output is larger than 1 MiB (simplify the template)"
+        );
     }
 
     #[test]
