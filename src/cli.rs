@@ -141,8 +141,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(cfg) = load(&arg)? else {
                 return Ok(ExitCode::from(2));
             };
-            peers(&cfg, json).await?;
-            Ok(ExitCode::SUCCESS)
+            peers(&cfg, json).await
         }
         Command::Demo => {
             crate::demo::run().await?;
@@ -401,7 +400,9 @@ struct InterfaceRow<'a> {
     peers: Vec<PeerRow<'a>>,
 }
 
-async fn peers(cfg: &Config, json: bool) -> anyhow::Result<()> {
+/// `wghook peers`: exit 1 (after printing what could be read) if an
+/// interface could not be read.
+async fn peers(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let mut backend = daemon::build_backend(cfg).await?;
     let now = Utc::now();
     let snapshot = backend.poll(now, &cfg.filter()).await?;
@@ -420,40 +421,79 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    // An interface or a peer a backend reports twice is listed once (the
+    // first report wins), as the tracker keeps one state per key.
+    let mut seen_interfaces = std::collections::HashSet::new();
     let rows: Vec<InterfaceRow> = snapshot
         .interfaces
         .iter()
+        .filter(|i| seen_interfaces.insert(i.name.as_str()))
         .map(|i| {
             let ping = pings.as_ref().map(|p| p.get(&i.name));
             interface_row(i, now, threshold, &cfg.peers, &no_label, ping)
         })
         .collect();
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        // The JSON encoder escapes control characters (`\u001b`).
+        out.push_str(&serde_json::to_string_pretty(&rows)?);
+        out.push('\n');
+    } else {
+        if rows.is_empty() && snapshot.unreadable.is_empty() {
+            out.push_str(&format!(
+                "no WireGuard interface found (backend {})\n",
+                backend.name()
+            ));
+        }
+        for iface in &rows {
+            out.push_str(&format!(
+                "interface {} ({}, port {}, key {})\n",
+                printable(iface.name),
+                iface.backend,
+                iface.listen_port,
+                iface.public_key.as_deref().unwrap_or("none")
+            ));
+            if iface.peers.is_empty() {
+                out.push_str("  (no peers)\n\n");
+                continue;
+            }
+            out.push_str(&peer_table(&iface.peers, pings.is_some()));
+            out.push('\n');
+        }
+    }
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    if snapshot.unreadable.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
     for name in &snapshot.unreadable {
-        println!("interface {name}: could not be read (see the log)");
+        print_error(&format!(
+            "interface {}: could not be read (see the log)",
+            printable(name)
+        ));
     }
-    if rows.is_empty() {
-        println!("no WireGuard interface found (backend {})", backend.name());
+    Ok(ExitCode::FAILURE)
+}
+
+/// `s` with control characters (C0, DEL, C1) and the Unicode bidirectional
+/// overrides written as `\u{1b}`, so that a name cannot move the cursor,
+/// recolour or retitle the terminal, or reorder what follows it. Names are
+/// kept as configured everywhere else (webhook payloads carry them as JSON;
+/// the log's formatter escapes them); this is for text printed to a terminal.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
     }
-    for iface in &rows {
-        println!(
-            "interface {} ({}, port {}, key {})",
-            iface.name,
-            iface.backend,
-            iface.listen_port,
-            iface.public_key.as_deref().unwrap_or("none")
-        );
-        if iface.peers.is_empty() {
-            println!("  (no peers)\n");
-            continue;
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
         }
-        print!("{}", peer_table(&iface.peers, pings.is_some()));
-        println!();
     }
-    Ok(())
+    std::borrow::Cow::Owned(out)
 }
 
 /// The peers of one interface as a table; a PING column with ping checks on.
@@ -492,8 +532,8 @@ fn peer_table(peers: &[PeerRow<'_>], ping_checks: bool) -> String {
     for p in peers {
         row([
             &p.public_key,
-            &or_dash(p.name),
-            &or_dash(p.user),
+            &or_dash(&printable(p.name)),
+            &or_dash(&printable(p.user)),
             if p.connected { "connected" } else { "-" },
             match p.pingable {
                 Some(true) => "yes",
@@ -547,7 +587,15 @@ fn interface_row<'a>(
         backend: iface.driver.as_str(),
         public_key: iface.public_key.map(|k| k.to_base64()),
         listen_port: iface.listen_port,
-        peers: iface.peers.iter().map(peer_row).collect(),
+        peers: {
+            let mut seen = std::collections::HashSet::new();
+            iface
+                .peers
+                .iter()
+                .filter(|p| seen.insert(p.public_key))
+                .map(peer_row)
+                .collect()
+        },
     }
 }
 

@@ -644,3 +644,153 @@ fn check_refuses_a_template_that_never_finishes() {
         "{stderr}"
     );
 }
+
+/// A fake wireguard-go daemon: `dir/name.sock` answers every connection
+/// with `reply` (after reading the request up to its blank line). The
+/// thread ends with the test process.
+fn fake_uapi_daemon(dir: &std::path::Path, name: &str, reply: Vec<u8>) {
+    use std::io::{BufRead as _, Write as _};
+    let listener =
+        std::os::unix::net::UnixListener::bind(dir.join(format!("{name}.sock"))).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\n" {
+                    break;
+                }
+                line.clear();
+            }
+            let _ = stream.write_all(&reply);
+        }
+    });
+}
+
+fn uapi_fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/uapi/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A userspace host in `dir/uapi`: interface `iface` answering the
+/// wireguard-go capture with its first peer reported twice; that peer named
+/// by a wg-quick comment that clears the screen, sets the terminal title and
+/// reverses the text after it; the second peer's user set to a colour
+/// sequence. Returns the configuration, the socket directory and both keys.
+fn uapi_host(
+    dir: &tempfile::TempDir,
+    iface: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String, String) {
+    let sockets = dir.path().join("uapi");
+    std::fs::create_dir(&sockets).unwrap();
+    let two_peers = uapi_fixture("wireguard-go-two-peers.txt");
+    let (head, rest) = two_peers.split_at(two_peers.find("public_key=").unwrap());
+    let first_peer = &rest[..rest[1..].find("public_key=").unwrap() + 1];
+    fake_uapi_daemon(
+        &sockets,
+        iface,
+        format!("{head}{first_peer}{rest}").into_bytes(),
+    );
+    let key = |hex: &str| wghook::model::PublicKey::from_hex(hex).unwrap().to_base64();
+    let first = key("cccb85ef183aafb256c63b9c94bc68bf2fc8bc58cc2bcf5c9f43d399b09dd214");
+    let second = key("66a7075777c05902cdc47d92f88d20df4b36dfd6102268ed3960e9f367f5db4d");
+    let wg_quick = write(
+        dir,
+        "wg0.conf",
+        &format!("[Peer]\n# Name = \x1b[2J\x1b]0;pwned\x07evil\u{202e}\nPublicKey = {first}\n"),
+    );
+    let config = write(
+        dir,
+        "wghook.yaml",
+        &format!(
+            "monitor:\n  backend: userspace\n  uapi_dirs: [{}]\n  names_from: [{}]\n\
+             peers:\n  \"{second}\": {{ name: plain, user: \"\\e[31mred\" }}\n",
+            sockets.display(),
+            wg_quick.display()
+        ),
+    );
+    (config, sockets, first, second)
+}
+
+/// Regression (issue 11): `wghook peers` printed an ESC sequence from a
+/// wg-quick `# Name =` comment (or a configured user) to the terminal.
+#[test]
+fn peers_escapes_control_characters_in_names_and_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, _, _) = uapi_host(&dir, "wgi11esc");
+    let (code, stdout, stderr) = run_within(&config, &["peers"], 30);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains(['\x1b', '\x07', '\u{202e}']), "{stdout:?}");
+    assert!(
+        stdout.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}evil\\u{202e}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\\u{1b}[31mred"), "{stdout}");
+
+    // JSON escapes them its own way and keeps the name as configured.
+    let (code, stdout, stderr) = run_within(&config, &["peers", "--json"], 30);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains(['\x1b', '\x07']), "{stdout:?}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v[0]["peers"][0]["name"],
+        "\x1b[2J\x1b]0;pwned\x07evil\u{202e}"
+    );
+}
+
+/// Regression (issue 11): a key the backend reported twice was listed twice.
+#[test]
+fn peers_lists_a_key_reported_twice_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _, first, second) = uapi_host(&dir, "wgi11dup");
+    let (code, stdout, stderr) = run_within(&config, &["peers"], 30);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.matches(&first).count(), 1, "{stdout}");
+    assert_eq!(stdout.matches(&second).count(), 1, "{stdout}");
+    let (_, stdout, _) = run_within(&config, &["peers", "--json"], 30);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let keys: Vec<&str> = v[0]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["public_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, [first.as_str(), second.as_str()]);
+}
+
+/// Regression (issue 11): an interface that could not be read gave "could
+/// not be read" and then "no WireGuard interface found", exit 0.
+#[test]
+fn peers_exits_1_naming_an_unreadable_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, sockets, _, _) = uapi_host(&dir, "wgi11ok");
+    fake_uapi_daemon(
+        &sockets,
+        "wgi11bad",
+        uapi_fixture("broken-garbled.txt").into_bytes(),
+    );
+    // The readable interface is listed, the other named on stderr.
+    for args in [&["peers"][..], &["peers", "--json"]] {
+        let (code, stdout, stderr) = run_within(&config, args, 30);
+        assert_eq!(code, Some(1), "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("error: interface wgi11bad: could not be read (see the log)\n"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stdout.contains("wgi11ok"), "{args:?}: {stdout}");
+        assert!(!stdout.contains("wgi11bad"), "{args:?}: {stdout}");
+    }
+    // Only unreadable interfaces: not "no WireGuard interface found".
+    std::fs::remove_file(sockets.join("wgi11ok.sock")).unwrap();
+    let (code, stdout, stderr) = run_within(&config, &["peers"], 30);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("no WireGuard interface found"), "{stdout}");
+    assert!(
+        stderr.contains("error: interface wgi11bad: could not be read"),
+        "{stderr}"
+    );
+}
