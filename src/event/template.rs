@@ -89,9 +89,9 @@ const GLOBALS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
 /// The one template name inside each environment.
 const NAME: &str = "template";
 
-/// Engine steps (minijinja "fuel") one render may take: about a second of
-/// work in a debug build, a few milliseconds for real templates (a loop over
-/// a peer's allowed IPs takes tens of steps per item).
+/// Engine steps (minijinja "fuel") one render may take: used up in about
+/// 0.2 s by empty nested loops in a debug build; the shipped example bodies
+/// (config/examples/) take 34 to 57 steps.
 pub const FUEL: u64 = 1_000_000;
 
 /// Largest output of one render (a body, a header or a URL).
