@@ -3458,6 +3458,49 @@ mod tests {
         }
     }
 
+    /// Every duration ends up in timer or clock arithmetic (`Instant +`,
+    /// `DateTime +`): values that would overflow it are refused at check,
+    /// whatever the key.
+    #[test]
+    fn durations_beyond_a_year_are_refused_for_every_key() {
+        let f = DEFAULT_PATH;
+        for value in [
+            "999999999999999h",
+            "18446744073709551615",
+            "99999999999999999999s",
+            "8761h",
+        ] {
+            let text = format!(
+                "webhook:\n  url: https://x.example\n  timeout: {value}\n  retry: {{ delays: [{value}], max_event_age: {value} }}\n\
+                 monitor:\n  interval: {value}\n  connect_threshold: {value}\n  uapi_timeout: {value}\n  \
+                 ping_interval: {value}\ndelivery:\n  shutdown_timeout: {value}\n"
+            );
+            let errors = error_lines(&text);
+            let keys = [
+                (3, "webhook.timeout"),
+                (4, "webhook.retry.delays[0]"),
+                (4, "webhook.retry.max_event_age"),
+                (6, "monitor.interval"),
+                (7, "monitor.connect_threshold"),
+                (8, "monitor.uapi_timeout"),
+                (9, "monitor.ping_interval"),
+                (11, "delivery.shutdown_timeout"),
+            ];
+            assert_eq!(errors.len(), keys.len(), "{value}: {errors:#?}");
+            for (line, key) in keys {
+                let too_long =
+                    format!("{f}:{line}: {key}: duration \"{value}\" is too long (at most 8760h)");
+                let invalid = format!("{f}:{line}: {key}: invalid duration \"{value}\"");
+                assert!(
+                    errors
+                        .iter()
+                        .any(|e| *e == too_long || e.starts_with(&invalid)),
+                    "{value}: no error for {key} in {errors:#?}"
+                );
+            }
+        }
+    }
+
     /// Regression (issue 11): a URL with user info and a secret or auth sent
     /// two Authorization headers.
     #[test]

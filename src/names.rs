@@ -25,6 +25,11 @@
 //! - A file named without wildcards must be readable; a file matched by a
 //!   wildcard that cannot be read (typically `/etc/wireguard` is root-only) is
 //!   a warning and skipped. A malformed file is an error either way.
+//! - Names are kept as written, control characters included: a name is
+//!   data, carried to receivers as JSON (escaped there) and to templates as
+//!   it is. Where a name reaches a terminal (`wghook peers`) it is escaped
+//!   at that point, so the same rule covers names from the `peers:` map,
+//!   which can hold `\e` too.
 //! - Within a file, the first name of a key wins only if all its names agree
 //!   (a conflict is an error); across files, the first file (in the order the
 //!   patterns and their sorted matches give) wins and a conflict is a warning.
