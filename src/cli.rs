@@ -927,6 +927,19 @@ mod tests {
     }
 
     #[test]
+    fn printable_escapes_what_can_drive_a_terminal_and_keeps_the_rest() {
+        assert!(matches!(
+            printable("alice-laptop"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(printable("Zoë 🚀 東京"), "Zoë 🚀 東京");
+        assert_eq!(
+            printable("a\x1b[2Jb\u{9b}31mc\td\ne\x7ff\u{202e}g\u{2066}"),
+            "a\\u{1b}[2Jb\\u{9b}31mc\\u{9}d\\u{a}e\\u{7f}f\\u{202e}g\\u{2066}"
+        );
+    }
+
+    #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }

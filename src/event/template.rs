@@ -19,8 +19,9 @@
 //! - Errors never quote the template's text (a header template may hold a
 //!   token): they name the problem and the template line.
 //! - Rendering is bounded: at most [`FUEL`] engine steps (so three nested
-//!   `range(1000)` loops fail at once instead of running for hours) and at
-//!   most [`MAX_OUTPUT`] bytes of output. Past either, the render is an error
+//!   `range(1000)` loops fail at once instead of running for hours, and
+//!   strings doubled in a loop cannot exhaust memory) and at most
+//!   [`MAX_OUTPUT`] bytes of output. Past either, the render is an error
 //!   ([`Template::render`] fails; [`Template::check`] refuses the template).
 
 use std::collections::BTreeMap;
@@ -89,8 +90,11 @@ const GLOBALS: &[&str] = &["range", "dict", "namespace", "debug", "loop"];
 /// The one template name inside each environment.
 const NAME: &str = "template";
 
-/// Engine steps (minijinja "fuel") one render may take: used up in about
-/// 0.2 s by empty nested loops in a debug build; the shipped example bodies
+/// Engine steps (minijinja "fuel") one render may take. An instruction is
+/// one step and every 64 bytes of text or data the engine builds (output,
+/// `~`, `*`, filter results) another, so this bounds time and memory alike:
+/// empty nested loops use it up in about 0.2 s in a debug build, and a
+/// render cannot build more than 64 MB. The shipped example bodies
 /// (config/examples/) take 34 to 57 steps.
 pub const FUEL: u64 = 1_000_000;
 
@@ -181,8 +185,8 @@ impl Template {
                 MAX_OUTPUT >> 20
             )),
             Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
-                "rendering took more than {FUEL} steps (a loop too long, or loops \
-                 nested too deep; simplify the template)"
+                "rendering took more than {FUEL} steps (loops too long or nested \
+                 too deep, or too much text built; simplify the template)"
             )),
             Err(e) => Err(describe(&e)),
         }
@@ -766,14 +770,27 @@ mod tests {
             let event = sample_event("peer.connect", "vpn-1", now()).unwrap();
             (t.check(|_| Ok(())), t.render(&event, &sample_context()))
         });
-        let want = "rendering took more than 1000000 steps (a loop too long, or loops \
-                    nested too deep; simplify the template)";
+        let want = "rendering took more than 1000000 steps (loops too long or nested \
+                    too deep, or too much text built; simplify the template)";
         assert_eq!(
             check.unwrap_err(),
             format!("{want}, for a sample peer.create event")
         );
         assert_eq!(render.unwrap_err(), want);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    /// Text doubled in a loop (2^40 bytes after 40 rounds) runs out of
+    /// fuel long before it runs out of memory.
+    #[test]
+    fn text_built_in_a_loop_runs_out_of_fuel_not_memory() {
+        let source = "{% set ns = namespace(s='x') %}{% for i in range(40) %}\
+                      {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+        let err = within(60, move || render(source, Mode::Text, "peer.connect")).unwrap_err();
+        assert!(
+            err.starts_with("rendering took more than 1000000 steps"),
+            "{err}"
+        );
     }
 
     /// Regression (issue 11): output had no bound (`"x" * n` renders
