@@ -3,8 +3,9 @@
 //! A [`Scenario`] is a list of steps, each at an offset from the scenario's
 //! start (the `now` of the first poll). Every poll applies the steps that are
 //! due and returns the resulting host. Invariants: steps apply in file order
-//! for equal offsets; a step naming an unknown interface or peer is an error
-//! when the scenario is loaded, never at poll time.
+//! for equal offsets; a step naming an unknown interface or peer, or an
+//! offset that is not at most [`MAX_OFFSET`] (a year), is an error when the
+//! scenario is loaded (and so at `wghook check`), never at poll time.
 //!
 //! ```yaml
 //! steps:
