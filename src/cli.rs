@@ -668,7 +668,7 @@ async fn test_webhooks(cfg: &Config, only: Option<&str>, event: &str) -> anyhow:
                     first_bytes(body)
                 );
             }
-            AttemptResult::Failed(reason) => {
+            AttemptResult::Failed(reason) | AttemptResult::Invalid(reason) => {
                 println!("{title}: FAILED: {target} after {ms} ms: {reason}");
             }
         }

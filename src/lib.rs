@@ -19,6 +19,8 @@ pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -100,6 +100,11 @@ impl Authorizer {
         Ok(Self { inner })
     }
 
+    /// True when requests carry an `Authorization` header.
+    pub fn sends_header(&self) -> bool {
+        !matches!(self.inner, Inner::None)
+    }
+
     /// True when a 401 answer may be cured by fetching a new token.
     pub fn refreshable(&self) -> bool {
         matches!(self.inner, Inner::OAuth2(_))
@@ -292,14 +297,10 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// A URL without user info or query (either may hold credentials).
+/// A URL without user info, path or query (each may hold credentials).
 pub fn display_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
+    // The path too: a Slack, Discord or Teams webhook's path is its secret.
+    crate::config::redacted_url(url)
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
@@ -349,10 +350,16 @@ mod tests {
         assert_eq!(refresh_at(t0, MAX_TOKEN_LIFETIME * 2), day);
     }
 
+    /// Regression: the path was shown (and logged with token request
+    /// failures); a chat webhook's path is its credential.
     #[test]
-    fn urls_are_shown_without_credentials() {
+    fn urls_are_shown_without_credentials_or_path() {
         let url = reqwest::Url::parse("https://u:p@idp.example.com/token?key=s3cr3t#x").unwrap();
-        assert_eq!(display_url(&url), "https://idp.example.com/token");
+        assert_eq!(display_url(&url), "https://idp.example.com/…");
+        let url = reqwest::Url::parse("https://hooks.slack.com:8443/services/T0/B0/XyZ").unwrap();
+        assert_eq!(display_url(&url), "https://hooks.slack.com:8443/…");
+        let root = reqwest::Url::parse("http://127.0.0.1:9000/").unwrap();
+        assert_eq!(display_url(&root), "http://127.0.0.1:9000/");
     }
 
     #[test]

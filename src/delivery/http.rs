@@ -44,9 +44,14 @@ pub enum AttemptResult {
         /// The receiver's `Retry-After`, if it sent a valid one.
         retry_after: Option<Duration>,
     },
-    /// No answer: connection refused, timeout, TLS failure, no OAuth token,
-    /// a template that failed for this event...
+    /// No answer: connection refused, timeout, TLS failure, no OAuth
+    /// token... (retried).
     Failed(String),
+    /// The request cannot be made as configured, and trying again would
+    /// make the same one: a template that fails for this event (error, out
+    /// of fuel, output over the limit), a rendered URL or header value the
+    /// HTTP stack refuses. Given up at once.
+    Invalid(String),
 }
 
 /// One attempt's outcome and how long it took.
@@ -66,7 +71,7 @@ impl Attempt {
     pub fn reason(&self) -> String {
         match &self.result {
             AttemptResult::Status { code, .. } => format!("HTTP {code}"),
-            AttemptResult::Failed(e) => e.clone(),
+            AttemptResult::Failed(e) | AttemptResult::Invalid(e) => e.clone(),
         }
     }
 }
@@ -245,6 +250,13 @@ impl HttpSender {
                     .render(event, &self.ctx)
                     .map_err(|e| self.render_error("url", e))?;
                 match reqwest::Url::parse(text.trim()) {
+                    Ok(url)
+                        if self.auth.sends_header()
+                            && (!url.username().is_empty() || url.password().is_some()) =>
+                    {
+                        let message = "the result carries user info while the webhook also sends an Authorization header (secret or auth); one request cannot carry both".to_string();
+                        return Err(self.render_error("url", message));
+                    }
                     Ok(url) if matches!(url.scheme(), "http" | "https") => url,
                     _ => {
                         let message = "the result is not an http or https URL".to_string();
@@ -283,7 +295,7 @@ impl HttpSender {
         let started = Instant::now();
         let result = match self.prepare(event) {
             Ok(prepared) => self.deliver(event, prepared, now).await,
-            Err(e) => AttemptResult::Failed(e.to_string()),
+            Err(e) => AttemptResult::Invalid(e.to_string()),
         };
         Attempt {
             result,
@@ -322,6 +334,14 @@ impl HttpSender {
             }
             let response = match request.send().await {
                 Ok(response) => response,
+                // The request could not even be built: the same again would fail too.
+                Err(e) if e.is_builder() => {
+                    return AttemptResult::Invalid(format!(
+                        "webhook {}: the HTTP client refused the request: {}",
+                        self.name,
+                        describe(&e)
+                    ))
+                }
                 Err(e) => return AttemptResult::Failed(describe(&e)),
             };
             let code = response.status().as_u16();
@@ -378,4 +398,67 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
         source = next;
     }
     format!("{kind}: {source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(yaml: &str) -> HttpSender {
+        let cfg = crate::config::parse_str(yaml, std::path::Path::new("/etc/wghook/t.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        HttpSender::new(&cfg.webhooks[0], RenderContext::default()).expect("sender")
+    }
+
+    fn connect() -> Event {
+        crate::event::test_interface_event(1, Utc::now())
+    }
+
+    /// Regression: `HttpSender`'s `Debug` showed the URL's path, which for
+    /// a Slack or Discord webhook is the credential.
+    #[test]
+    fn debug_shows_no_url_path() {
+        let s = sender("webhook:\n  url: https://hooks.slack.com/services/T0/B0/S3cr3tPath\n");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("S3cr3tPath"), "{shown}");
+        assert!(shown.contains("hooks.slack.com"), "{shown}");
+    }
+
+    /// Regression: a template that fails for an event was a network-like
+    /// failure, retried for `max_event_age` (72 h). (`check` renders
+    /// samples of every event, so a template that reaches delivery fails
+    /// only on some event's data; it is set here past the check.)
+    #[tokio::test]
+    async fn a_body_that_cannot_render_is_invalid_not_failed() {
+        let cfg = crate::config::parse_str(
+            "webhook:\n  url: http://127.0.0.1:9/h\n",
+            std::path::Path::new("/etc/wghook/t.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut hook = cfg.webhooks[0].clone();
+        let endless = "{% for a in range(1000) %}{% for b in range(1000) %}{% for c in range(1000) %}{% endfor %}{% endfor %}{% endfor %}{}";
+        hook.body = Some(Template::compile(endless, crate::event::template::Mode::Json).unwrap());
+        let s = HttpSender::new(&hook, RenderContext::default()).expect("sender");
+        let attempt = s.send(&connect(), Utc::now()).await;
+        assert!(
+            matches!(&attempt.result, AttemptResult::Invalid(m) if m.contains("body")),
+            "{:?}",
+            attempt.result
+        );
+    }
+
+    /// A URL template that renders user info while the webhook also sends
+    /// `Authorization` would put two of them on the wire: refused.
+    #[tokio::test]
+    async fn a_rendered_url_with_user_info_and_a_secret_is_invalid() {
+        let s = sender(
+            "webhook:\n  url: \"http://{{ 'u:p@' | safe if entity == 'interface' else '' }}127.0.0.1:9/h\"\n  secret: Bearer x\n",
+        );
+        let attempt = s.send(&connect(), Utc::now()).await;
+        assert!(
+            matches!(&attempt.result, AttemptResult::Invalid(m) if m.contains("user info")),
+            "{:?}",
+            attempt.result
+        );
+    }
 }

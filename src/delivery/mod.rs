@@ -40,6 +40,7 @@ use crate::tracker::{Changes, State};
 use http::{AttemptResult, HttpSender};
 use outbox::{Outcome, Store, StoreError};
 use retry::{classify, Decision, Schedule};
+use scheduler::CROSS_WAIT;
 use scheduler::{Item, Queue};
 
 /// Jitter applied to every retry delay (+/-20 %).
@@ -62,6 +63,61 @@ impl Transport for HttpSender {
     fn send<'a>(&'a self, event: &'a Event, now: DateTime<Utc>) -> BoxFuture<'a, http::Attempt> {
         Box::pin(HttpSender::send(self, event, now))
     }
+}
+
+/// The engine's clocks. Due times, retry delays, `max_event_age` and the
+/// order bound run on the monotonic clock, so a wall clock stepped back
+/// does not delay retries and one stepped forward does not give events up;
+/// the wall clock only stamps what is stored and shown (`webhook-timestamp`,
+/// the outbox's times).
+#[derive(Clone, Copy)]
+struct Clocks {
+    origin: tokio::time::Instant,
+    wall: fn() -> DateTime<Utc>,
+}
+
+impl Clocks {
+    fn new(wall: fn() -> DateTime<Utc>) -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+            wall,
+        }
+    }
+
+    /// Milliseconds since the engine started, on the monotonic clock.
+    fn mono_ms(&self) -> i64 {
+        self.origin.elapsed().as_millis() as i64
+    }
+
+    fn wall(&self) -> DateTime<Utc> {
+        (self.wall)()
+    }
+
+    /// A stored pending delivery on this run's monotonic clock: its age and
+    /// its wait are taken from the wall times it was stored with, the wait
+    /// capped at `max_delay` (a clock stepped back before this start must
+    /// not postpone it) and neither below zero.
+    fn item(&self, p: outbox::Pending, max_delay: Duration) -> Item {
+        let (mono, wall) = (self.mono_ms(), self.wall());
+        let age = (wall - p.created_at).num_milliseconds().max(0);
+        let wait = (p.next_attempt - wall)
+            .num_milliseconds()
+            .clamp(0, max_delay.as_millis() as i64);
+        Item {
+            seq: p.seq,
+            event: Arc::new(p.event),
+            created_at: p.created_at,
+            born: mono.saturating_sub(age),
+            attempts: p.attempts,
+            due: mono.saturating_add(wait),
+        }
+    }
+}
+
+/// A monotonic instant (ms) as a `DateTime`, for the retry policy, which
+/// counts in `DateTime`s and only ever subtracts them.
+fn on_timeline(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// Messages from the poll loop to one webhook's task.
@@ -106,6 +162,7 @@ pub struct Delivery {
     writer: Option<std::thread::JoinHandle<()>>,
     settings: DeliverySettings,
     metrics: Option<Metrics>,
+    clocks: Clocks,
 }
 
 /// Locks the store; a poisoned lock (a panic while holding it) still holds a
@@ -156,6 +213,16 @@ impl Delivery {
         settings: &DeliverySettings,
         metrics: Option<Metrics>,
     ) -> Result<Self, StoreError> {
+        Self::start_clocked(store, webhooks, settings, metrics, Clocks::new(Utc::now))
+    }
+
+    fn start_clocked(
+        store: Arc<Mutex<Store>>,
+        webhooks: Vec<(Webhook, Arc<dyn Transport>)>,
+        settings: &DeliverySettings,
+        metrics: Option<Metrics>,
+        clocks: Clocks,
+    ) -> Result<Self, StoreError> {
         let (out_tx, out_rx) = std::sync::mpsc::channel::<Record>();
         let writer_store = Arc::clone(&store);
         let writer = std::thread::Builder::new()
@@ -172,14 +239,9 @@ impl Delivery {
             let db = lock(&store);
             for (hook, sender) in webhooks {
                 let mut queue = Queue::default();
+                let schedule = schedule(&hook.retry);
                 for p in db.pending(&hook.name)? {
-                    queue.push(Item {
-                        seq: p.seq,
-                        event: Arc::new(p.event),
-                        created_at: p.created_at,
-                        attempts: p.attempts,
-                        next_at: p.next_attempt,
-                    });
+                    queue.push(clocks.item(p, schedule.max_delay()));
                 }
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
@@ -194,7 +256,9 @@ impl Delivery {
                     stats: Arc::clone(&stats),
                     metrics: metrics.clone(),
                     sender,
-                    schedule: schedule(&hook.retry),
+                    schedule,
+                    clocks,
+                    waited: std::collections::HashSet::new(),
                     max_in_flight: hook.max_in_flight,
                     queue,
                     outcomes: out_tx.clone(),
@@ -219,6 +283,7 @@ impl Delivery {
             writer: Some(writer),
             settings: settings.clone(),
             metrics,
+            clocks,
         })
     }
 
@@ -260,9 +325,10 @@ impl Delivery {
         if events.is_empty() && changes.is_empty() {
             return Ok(());
         }
-        // Delivery bookkeeping runs on the wall clock, whatever clock the
+        // Delivery bookkeeping runs on the real clocks, whatever clock the
         // poll used (the demo's runs fast).
-        let now = Utc::now();
+        let now = self.clocks.wall();
+        let mono = self.clocks.mono_ms();
         let routes: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
@@ -310,8 +376,9 @@ impl Delivery {
                         seq,
                         event: Arc::clone(&event),
                         created_at: now,
+                        born: mono,
                         attempts: 0,
-                        next_at: now,
+                        due: mono,
                     });
                 }
             }
@@ -433,6 +500,9 @@ struct Worker {
     metrics: Option<Metrics>,
     sender: Arc<dyn Transport>,
     schedule: Schedule,
+    clocks: Clocks,
+    /// Items already logged as sent ahead of an event they were to wait for.
+    waited: std::collections::HashSet<i64>,
     max_in_flight: usize,
     queue: Queue,
     outcomes: std::sync::mpsc::Sender<Record>,
@@ -479,14 +549,24 @@ impl Worker {
                 return;
             }
             if !disabled {
-                let now_ms = Utc::now().timestamp_millis();
+                let now_ms = self.clocks.mono_ms();
                 while in_flight.len() + self.awaiting < self.max_in_flight {
                     let Some(item) = self.queue.take_due(now_ms) else {
                         break;
                     };
+                    if self.queue.went_ahead(item.seq) && self.waited.insert(item.seq) {
+                        tracing::warn!(
+                            webhook = self.sender.name(),
+                            event_id = %item.event.id,
+                            event = %item.event.filter_name(),
+                            wait_s = CROSS_WAIT.as_secs(),
+                            "sending ahead of an earlier interface or peer event that is still being retried"
+                        );
+                    }
                     let sender = Arc::clone(&self.sender);
+                    let wall = self.clocks.wall();
                     in_flight.spawn(async move {
-                        let attempt = AssertUnwindSafe(sender.send(&item.event, Utc::now()))
+                        let attempt = AssertUnwindSafe(sender.send(&item.event, wall))
                             .catch_unwind()
                             .await
                             .unwrap_or_else(|_| panicked(sender.name(), &item.event));
@@ -498,7 +578,7 @@ impl Worker {
                 .then(|| self.queue.next_due())
                 .flatten()
                 .map(|at| {
-                    let ms = (at - Utc::now().timestamp_millis()).max(0);
+                    let ms = (at - self.clocks.mono_ms()).max(0);
                     Duration::from_millis(ms as u64)
                 });
             tokio::select! {
@@ -551,6 +631,7 @@ impl Worker {
     /// The writer has made a delivered or given-up outcome durable.
     fn confirmed(&mut self, seq: i64) {
         self.awaiting = self.awaiting.saturating_sub(1);
+        self.waited.remove(&seq);
         self.queue.remove(seq);
     }
 
@@ -573,13 +654,14 @@ impl Worker {
                 code, retry_after, ..
             } => (Some(*code), classify(Some(*code), *retry_after)),
             AttemptResult::Failed(_) => (None, classify(None, None)),
+            AttemptResult::Invalid(_) => (None, Decision::GiveUp),
         };
         let reason = attempt.reason();
         let event_id = item.event.id;
         let event = item.event.filter_name();
         let elapsed_ms = attempt.elapsed.as_millis() as u64;
         let attempts = item.attempts + 1;
-        let now = Utc::now();
+        let (now, mono) = (self.clocks.wall(), self.clocks.mono_ms());
         let give_up = |why: &str| {
             tracing::error!(
                 webhook = %webhook, event_id = %event_id, event = %event, attempts,
@@ -602,25 +684,33 @@ impl Worker {
                     webhook: webhook.clone(),
                 }
             }
+            Decision::GiveUp if matches!(attempt.result, AttemptResult::Invalid(_)) => {
+                give_up("it cannot be sent as configured; retrying would not help")
+            }
             Decision::GiveUp => give_up("the receiver rejected it"),
             Decision::Retry { retry_after } => {
                 let unit: f64 = rand::random();
-                match self
-                    .schedule
-                    .next_attempt(now, item.created_at, attempts, retry_after, unit)
-                {
-                    Some(next) => {
-                        self.queue.retry(seq, attempts, next);
+                let next = self.schedule.next_attempt(
+                    on_timeline(mono),
+                    on_timeline(item.born),
+                    attempts,
+                    retry_after,
+                    unit,
+                );
+                match next.map(|next| next.timestamp_millis().saturating_sub(mono)) {
+                    Some(wait_ms) => {
+                        self.queue
+                            .retry(seq, attempts, mono.saturating_add(wait_ms));
                         tracing::warn!(
                             webhook = %webhook, event_id = %event_id, event = %event, attempts,
-                            reason = %reason, retry_in_ms = (next - now).num_milliseconds(),
+                            reason = %reason, retry_in_ms = wait_ms,
                             "delivery failed; will retry"
                         );
                         Outcome::Retry {
                             seq,
                             webhook: webhook.clone(),
                             attempts,
-                            next_attempt: next,
+                            next_attempt: now + chrono::TimeDelta::milliseconds(wait_ms),
                             last_status: status,
                             last_error: reason.clone(),
                         }
@@ -630,7 +720,7 @@ impl Worker {
             }
             Decision::Disable => {
                 disable = true;
-                self.queue.retry(seq, attempts, now);
+                self.queue.retry(seq, attempts, mono);
                 tracing::error!(
                     webhook = %webhook, event_id = %event_id,
                     "the receiver answered 410 Gone: webhook disabled until the configuration is reloaded; \
@@ -691,21 +781,23 @@ mod tests {
     use http::{Attempt, AttemptResult};
     use std::sync::atomic::AtomicUsize;
 
-    /// A sender answering from a script: call n gets `script(n)`, and
-    /// panics (inside the delivery task) where the script says `None`.
+    /// A sender answering from a script: call n gets `script(n, event)`,
+    /// and panics (inside the delivery task) where the script says `None`.
     struct Scripted {
         calls: AtomicUsize,
-        script: fn(usize) -> Option<AttemptResult>,
+        script: Script,
     }
+
+    type Script = fn(usize, &Event) -> Option<AttemptResult>;
 
     impl Transport for Scripted {
         fn name(&self) -> &str {
             "default"
         }
 
-        fn send<'a>(&'a self, _event: &'a Event, _now: DateTime<Utc>) -> BoxFuture<'a, Attempt> {
+        fn send<'a>(&'a self, event: &'a Event, _now: DateTime<Utc>) -> BoxFuture<'a, Attempt> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
-            let result = (self.script)(n);
+            let result = (self.script)(n, event);
             Box::pin(async move {
                 let Some(result) = result else {
                     panic!("scripted panic in attempt {n}");
@@ -749,7 +841,12 @@ mod tests {
         delivery: Delivery,
     }
 
-    fn start(delivery: &str, script: fn(usize) -> Option<AttemptResult>) -> Running {
+    fn start(delivery: &str, script: Script) -> Running {
+        start_on(delivery, script, Utc::now)
+    }
+
+    /// [`start`] with the wall clock `wall`.
+    fn start_on(delivery: &str, script: Script, wall: fn() -> DateTime<Utc>) -> Running {
         let cfg = config(delivery);
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Mutex::new(Store::open(dir.path()).unwrap()));
@@ -759,11 +856,12 @@ mod tests {
         });
         let hook = cfg.webhooks[0].clone();
         let transport: Arc<dyn Transport> = sender.clone();
-        let delivery = Delivery::start_with(
+        let delivery = Delivery::start_clocked(
             Arc::clone(&store),
             vec![(hook, transport)],
             &cfg.delivery,
             None,
+            Clocks::new(wall),
         )
         .unwrap();
         Running {
@@ -791,7 +889,7 @@ mod tests {
     /// settled) until a restart.
     #[tokio::test]
     async fn a_panicking_attempt_counts_as_failed_and_is_retried() {
-        let r = start("", |n| if n == 0 { None } else { status(200) });
+        let r = start("", |n, _| if n == 0 { None } else { status(200) });
         r.delivery
             .commit(vec![event(1)], &State::empty(), &Changes::default())
             .unwrap();
@@ -812,7 +910,7 @@ mod tests {
     /// webhook's in-memory given-up figure (the metric) kept counting them.
     #[tokio::test]
     async fn dead_letters_deleted_by_the_bound_leave_the_given_up_figure() {
-        let r = start("  max_pending_events: 2\n", |_| status(400));
+        let r = start("  max_pending_events: 2\n", |_, _| status(400));
         let events: Vec<Event> = (0..4).map(event).collect();
         for (i, e) in events.iter().enumerate() {
             r.delivery
@@ -841,5 +939,146 @@ mod tests {
             .collect();
         assert!(!kept.contains(&events[0].id.to_string()), "the oldest went");
         r.delivery.shutdown().await;
+    }
+
+    /// The state of event `id` in the outbox (`pending`, `given_up`), or
+    /// `None` once delivered.
+    fn state_of(store: &Mutex<Store>, id: uuid::Uuid) -> Option<String> {
+        let id = id.to_string();
+        lock(store)
+            .list(None)
+            .unwrap()
+            .into_iter()
+            .find(|l| l.id == id)
+            .map(|l| l.state)
+    }
+
+    /// A peer event of interface `n`'s interface.
+    fn peer_event(n: u8, kind: crate::event::EventKind) -> Event {
+        let mut e = event(n);
+        let item = scheduler::tests_support::kind_item(0, &e.interface.name, Some(7), kind, 0, 0);
+        e.kind = kind;
+        e.entity = crate::event::Entity::Peer;
+        e.peer = item.event.peer.clone();
+        e.id = uuid::Uuid::now_v7();
+        e
+    }
+
+    /// Regression: an `interface.update` a receiver kept answering 500 held
+    /// back every later event of every peer of that interface for up to
+    /// `max_event_age` (72 h).
+    #[tokio::test]
+    async fn an_interface_update_refused_forever_does_not_hold_back_its_peers() {
+        let r = start("", |_, e| {
+            if e.peer.is_none() {
+                status(500)
+            } else {
+                status(200)
+            }
+        });
+        let mut update = event(1);
+        update.kind = crate::event::EventKind::Update;
+        let connect = peer_event(1, crate::event::EventKind::Connect);
+        let disconnect = peer_event(1, crate::event::EventKind::Disconnect);
+        let ids = (update.id, connect.id, disconnect.id);
+        r.delivery
+            .commit(
+                vec![update, connect, disconnect],
+                &State::empty(),
+                &Changes::default(),
+            )
+            .unwrap();
+        let store = &r.store;
+        until("the peer's events to be delivered", || {
+            state_of(store, ids.1).is_none() && state_of(store, ids.2).is_none()
+        })
+        .await;
+        assert_eq!(state_of(store, ids.0).as_deref(), Some("pending"));
+        r.delivery.shutdown().await;
+    }
+
+    /// Regression: a request that cannot be made (a template failing for
+    /// this event, a URL or header the HTTP stack refuses) was retried for
+    /// `max_event_age` as if the network were down.
+    #[tokio::test]
+    async fn an_attempt_that_cannot_be_made_is_given_up_at_once() {
+        let r = start("", |_, _| {
+            Some(AttemptResult::Invalid("cannot render the body".into()))
+        });
+        let e = event(1);
+        let id = e.id;
+        r.delivery
+            .commit(vec![e], &State::empty(), &Changes::default())
+            .unwrap();
+        let store = &r.store;
+        until("the event to be given up", || {
+            state_of(store, id).as_deref() == Some("given_up")
+        })
+        .await;
+        assert_eq!(r.sender.calls.load(Ordering::SeqCst), 1, "one attempt");
+        r.delivery.shutdown().await;
+    }
+
+    /// The wall clock of the step tests: the real one moved by `STEP_H` hours.
+    static STEP_H: AtomicI64 = AtomicI64::new(0);
+
+    fn stepped() -> DateTime<Utc> {
+        Utc::now() + chrono::TimeDelta::hours(STEP_H.load(Ordering::SeqCst))
+    }
+
+    /// A wall clock stepped forward past `max_event_age` (72 h) between an
+    /// event's commit and its retry must not give the event up: ages are
+    /// monotonic.
+    #[tokio::test]
+    async fn a_wall_clock_step_forward_does_not_give_events_up() {
+        let r = start_on(
+            "",
+            |n, _| {
+                if n == 0 {
+                    STEP_H.store(100, Ordering::SeqCst);
+                    status(500)
+                } else {
+                    status(200)
+                }
+            },
+            stepped,
+        );
+        let e = event(1);
+        let id = e.id;
+        r.delivery
+            .commit(vec![e], &State::empty(), &Changes::default())
+            .unwrap();
+        let store = &r.store;
+        until("the retry to be delivered", || {
+            r.sender.calls.load(Ordering::SeqCst) >= 2 && state_of(store, id).is_none()
+        })
+        .await;
+        STEP_H.store(0, Ordering::SeqCst);
+        r.delivery.shutdown().await;
+    }
+
+    /// A retry stored while the wall clock was an hour ahead (stepped back
+    /// since, or before this start) waits at most the schedule's largest
+    /// step, not the hour.
+    #[tokio::test]
+    async fn a_stored_retry_far_ahead_waits_at_most_the_largest_step() {
+        {
+            let clocks = Clocks::new(Utc::now);
+            let e = event(1);
+            let now = Utc::now();
+            let item = clocks.item(
+                outbox::Pending {
+                    seq: 1,
+                    event: e,
+                    created_at: now + chrono::TimeDelta::hours(1),
+                    attempts: 1,
+                    next_attempt: now + chrono::TimeDelta::hours(1),
+                },
+                Duration::from_secs(30),
+            );
+            let mono = clocks.mono_ms();
+            assert!(item.due - mono <= 30_000, "due in {} ms", item.due - mono);
+            assert!(item.born <= mono, "an event is never born in the future");
+        }
     }
 }
