@@ -8,7 +8,9 @@
 //! tests and the demo can stop the daemon the way a signal does.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -18,7 +20,7 @@ use crate::backend::auto::AutoBackend;
 use crate::backend::netlink::KernelBackend;
 use crate::backend::sim::{Scenario, SimBackend};
 use crate::backend::uapi::UapiBackend;
-use crate::backend::Backend;
+use crate::backend::{Backend, POLL_DEADLINE, POLL_GRACE};
 use crate::config::{BackendKind, Config};
 use crate::delivery::http::HttpSender;
 use crate::delivery::outbox::Store;
@@ -26,7 +28,7 @@ use crate::delivery::Delivery;
 use crate::event::{Event, RenderContext};
 use crate::metrics::Metrics;
 use crate::notify::{watchdog_interval, Notifier};
-use crate::ping::Pinger;
+use crate::ping::{PingTask, Pinger};
 use crate::tracker::{self, State};
 
 /// Where `now` comes from.
@@ -125,18 +127,25 @@ pub async fn run_with_backend(
     let metrics_server = MetricsServer::start(&config).await?;
     let log_level = options.default_log_level.unwrap_or("info");
     let mut daemon = Daemon::start(config, backend, metrics_server.metrics.clone(), log_level)?;
-    // Shared with the reload below, which borrows the daemon while it waits.
-    let notifier = daemon.notifier.clone();
-    let mut watchdog = watchdog_interval().map(|every| {
-        // Already half of WATCHDOG_USEC, as systemd recommends.
-        let mut t = tokio::time::interval(every);
-        t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        t
-    });
+    // The watchdog is fed from a task of its own, whatever a poll does, for
+    // as long as the loop below shows progress (its heartbeat).
+    let heartbeat = Heartbeat::new();
+    let watchdog = match (daemon.notifier.clone(), watchdog_interval()) {
+        (Some(notifier), Some(every)) => Some(tokio::spawn(feed_watchdog(
+            notifier,
+            every,
+            heartbeat.clone(),
+            STALLED_AFTER,
+        ))),
+        _ => None,
+    };
+    let mut beat = tokio::time::interval(BEAT_EVERY);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut ticker = poll_ticker(&daemon.config);
     tokio::pin!(shutdown);
     let result = loop {
+        heartbeat.beat();
         if options.max_polls.is_some_and(|max| daemon.polls >= max) {
             break Ok(());
         }
@@ -146,18 +155,14 @@ pub async fn run_with_backend(
             Some(()) = recv_opt(&mut hangup) => {
                 let interval = daemon.config.monitor.interval;
                 // A reload waits for the old webhooks' in-flight requests
-                // (up to shutdown_timeout): keep the watchdog fed meanwhile.
+                // (up to shutdown_timeout): the loop is alive meanwhile.
                 let reloaded = {
                     let reload = daemon.reload();
                     tokio::pin!(reload);
                     loop {
                         tokio::select! {
                             r = &mut reload => break r,
-                            _ = tick_opt(&mut watchdog) => {
-                                if let Some(n) = &notifier {
-                                    n.watchdog();
-                                }
-                            }
+                            _ = beat.tick() => heartbeat.beat(),
                         }
                     }
                 };
@@ -168,11 +173,7 @@ pub async fn run_with_backend(
                     ticker = poll_ticker(&daemon.config);
                 }
             }
-            _ = tick_opt(&mut watchdog) => {
-                if let Some(n) = &daemon.notifier {
-                    n.watchdog();
-                }
-            }
+            _ = beat.tick() => {}
             _ = ticker.tick() => {
                 let now = match options.clock {
                     Clock::System => Utc::now(),
@@ -184,9 +185,77 @@ pub async fn run_with_backend(
             }
         }
     };
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     daemon.stop(options.max_polls.is_some()).await;
     metrics_server.stop().await;
     result
+}
+
+/// How often the idle poll loop shows it is alive.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// A loop silent for longer than this is wedged: the watchdog task stops
+/// feeding systemd, which then restarts the service. The longest the loop
+/// may legitimately be busy: a poll ([`POLL_DEADLINE`] + [`POLL_GRACE`]),
+/// then an outbox commit that waits for a busy database (5 s), with room
+/// to spare.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
+/// When the poll loop last made progress (ms since it started).
+#[derive(Clone)]
+struct Heartbeat {
+    origin: std::time::Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Heartbeat {
+    fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn beat(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long ago the last beat was.
+    fn age(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Sends `WATCHDOG=1` every `every` while the poll loop's heartbeat is
+/// younger than `stalled_after`: a poll waiting on hung sockets does not
+/// starve the watchdog, but a loop that stopped for good is restarted.
+async fn feed_watchdog(
+    notifier: Arc<Notifier>,
+    every: Duration,
+    heartbeat: Heartbeat,
+    stalled_after: Duration,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stalled = false;
+    loop {
+        ticks.tick().await;
+        let age = heartbeat.age();
+        if age <= stalled_after {
+            notifier.watchdog();
+            stalled = false;
+        } else if !stalled {
+            stalled = true;
+            tracing::error!(
+                silent_s = age.as_secs(),
+                "the poll loop has made no progress: no longer feeding the watchdog, so systemd restarts the service"
+            );
+        }
+    }
 }
 
 fn poll_ticker(config: &Config) -> tokio::time::Interval {
@@ -251,7 +320,7 @@ struct Daemon {
     config: Config,
     backend: Box<dyn Backend>,
     settings: tracker::Settings,
-    pinger: Option<Pinger>,
+    pinger: Option<PingTask>,
     store: Arc<Mutex<Store>>,
     metrics: Option<Metrics>,
     delivery: Delivery,
@@ -321,16 +390,32 @@ impl Daemon {
     async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         self.polls += 1;
         let started = std::time::Instant::now();
-        let snapshot = match self.backend.poll(now, &self.settings.filter).await {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                tracing::warn!(backend = self.backend.name(), error = %e, "poll failed; skipping it");
+        let read = tokio::time::timeout(
+            POLL_DEADLINE + POLL_GRACE,
+            self.backend.poll(now, &self.settings.filter),
+        )
+        .await;
+        let failed: Option<String> = match &read {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer within {:?} (the poll deadline)",
+                POLL_DEADLINE + POLL_GRACE
+            )),
+        };
+        let snapshot = match (read, failed) {
+            (Ok(Ok(snapshot)), _) => snapshot,
+            (_, failed) => {
+                let reason = failed.unwrap_or_default();
+                crate::faults::poll_failed(self.backend.name(), &reason);
                 if let Some(m) = &self.metrics {
                     m.poll_error();
                 }
                 return Ok(0);
             }
         };
+        crate::faults::poll_succeeded(self.backend.name());
+        crate::faults::interfaces_read(snapshot.interfaces.iter().map(|i| i.name.as_str()));
         let prev = self.state.take();
         let tracker::Tracked {
             state: next,
@@ -338,8 +423,9 @@ impl Daemon {
             changes,
         } = match self.pinger.as_mut() {
             Some(p) => {
-                let pings = p.refresh(&snapshot, &self.config.ping_addresses, now).await;
-                tracker::track_changes_with_pings(prev, &snapshot, Some(pings), now, &self.settings)
+                // The latest completed round: rounds run in their own task.
+                let pings = p.update(&snapshot, &self.config.ping_addresses);
+                tracker::track_changes_with_pings(prev, &snapshot, Some(&pings), now, &self.settings)
             }
             None => tracker::track_changes(prev, &snapshot, now, &self.settings),
         };
@@ -537,7 +623,7 @@ impl Daemon {
 
 /// The pinger when `monitor.ping_checks` is on; fails naming the missing
 /// sysctl or capability.
-fn start_pinger(config: &Config) -> anyhow::Result<Option<Pinger>> {
+fn start_pinger(config: &Config) -> anyhow::Result<Option<PingTask>> {
     if !config.monitor.ping_checks {
         return Ok(None);
     }
@@ -547,7 +633,7 @@ fn start_pinger(config: &Config) -> anyhow::Result<Option<Pinger>> {
         ping_interval_s = config.monitor.ping_interval.as_secs(),
         "ping checks on: a peer that answers counts as connected"
     );
-    Ok(Some(pinger))
+    Ok(Some(PingTask::spawn(pinger, config.monitor.ping_interval)))
 }
 
 /// A sender for every configured webhook.
@@ -581,14 +667,6 @@ async fn recv_opt(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()
     }
 }
 
-async fn tick_opt(t: &mut Option<tokio::time::Interval>) {
-    match t {
-        Some(t) => {
-            t.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
 
 fn log_event(event: &Event) {
     let peer = event

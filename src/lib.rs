@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod faults;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

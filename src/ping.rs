@@ -8,7 +8,9 @@
 //!
 //! Split as everywhere else: [`targets`] (snapshot -> addresses) and
 //! [`merge`] (round answers -> [`Pings`]) are pure; [`Pinger`] holds the
-//! sockets and does the I/O.
+//! sockets and does the I/O. The daemon runs rounds in a [`PingTask`] of
+//! their own, never inside a poll: a poll takes the latest completed
+//! results, so a slow round (unanswered peers) cannot stretch it.
 //!
 //! Invariants:
 //! - Sockets are opened once, at start ([`Pinger::new`]): unprivileged ICMP
@@ -30,10 +32,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use futures::StreamExt as _;
+use tokio::sync::watch;
 use surge_ping::{Client, PingIdentifier, PingSequence, ICMP};
 
 use crate::model::{PingStatus, Pings, PublicKey, Snapshot};
@@ -105,6 +110,24 @@ pub fn targets(snapshot: &Snapshot, configured: &HashMap<PublicKey, IpAddr>) -> 
         }
     }
     out
+}
+
+/// What a round pings: every target's address when a full round is `due`,
+/// else only those of targets without a result yet (new peers); each
+/// address once.
+fn to_ping(all: &[Target], results: &Pings, due: bool) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = all
+        .iter()
+        .filter(|t| {
+            due || !results
+                .get(&t.interface)
+                .is_some_and(|peers| peers.contains_key(&t.peer))
+        })
+        .map(|t| t.address)
+        .collect();
+    addresses.sort_unstable();
+    addresses.dedup();
+    addresses
 }
 
 /// The results after a round at `now`: a target whose address was pinged
@@ -224,21 +247,10 @@ impl Pinger {
     ) -> &Pings {
         let all = targets(snapshot, configured);
         let due = self.next_round.is_none_or(|at| Instant::now() >= at);
-        let mut addresses: Vec<IpAddr> = all
-            .iter()
-            .filter(|t| {
-                due || !self
-                    .results
-                    .get(&t.interface)
-                    .is_some_and(|peers| peers.contains_key(&t.peer))
-            })
-            .map(|t| t.address)
-            .collect();
+        let addresses = to_ping(&all, &self.results, due);
         if due {
             self.next_round = Some(Instant::now() + self.interval);
         }
-        addresses.sort_unstable();
-        addresses.dedup();
         let answers = if addresses.is_empty() {
             HashMap::new()
         } else {
@@ -249,7 +261,7 @@ impl Pinger {
     }
 
     /// One echo request to each address; whether each was answered in time.
-    async fn round(&mut self, addresses: Vec<IpAddr>) -> HashMap<IpAddr, bool> {
+    pub async fn round(&mut self, addresses: Vec<IpAddr>) -> HashMap<IpAddr, bool> {
         self.seq = self.seq.wrapping_add(1);
         let seq = PingSequence(self.seq);
         let count = addresses.len();
@@ -452,5 +464,129 @@ mod tests {
         // Not due again for 30 s: a second poll reuses the result.
         let results = pinger.refresh(&s, &configured, at(10)).await;
         assert_eq!(results["wg0"][&key(1)].last_ping, Some(at(5)));
+    }
+}
+
+/// A source of ping rounds: [`Pinger`], or a stand-in in tests.
+pub trait Round: Send + 'static {
+    /// Pings each address once; whether each answered in time.
+    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>>;
+}
+
+impl Round for Pinger {
+    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>> {
+        Box::pin(Pinger::round(self, addresses))
+    }
+}
+
+/// Ping rounds in a task of their own, so that a long round (10,000 peers
+/// that do not answer take about 20 s) never stretches a poll: each poll
+/// hands the task its targets and takes the latest completed results.
+///
+/// The task pings every target once per `ping_interval`, and a new target
+/// (a peer without a result) as soon as a poll names it.
+pub struct PingTask {
+    targets: watch::Sender<Arc<Vec<Target>>>,
+    results: watch::Receiver<Arc<Pings>>,
+    interval: watch::Sender<Duration>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PingTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingTask")
+            .field("interval", &*self.interval.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PingTask {
+    /// Starts the task on `prober` (inside a tokio runtime).
+    pub fn spawn(prober: impl Round, interval: Duration) -> Self {
+        let (targets, targets_rx) = watch::channel(Arc::new(Vec::new()));
+        let (results_tx, results) = watch::channel(Arc::new(Pings::new()));
+        let (interval, interval_rx) = watch::channel(interval);
+        let task = tokio::spawn(run_rounds(prober, targets_rx, results_tx, interval_rx));
+        Self {
+            targets,
+            results,
+            interval,
+            task,
+        }
+    }
+
+    /// Hands over this poll's targets (peers of `snapshot`) and returns the
+    /// latest completed results. Never waits for a round.
+    pub fn update(
+        &self,
+        snapshot: &Snapshot,
+        configured: &HashMap<PublicKey, IpAddr>,
+    ) -> Arc<Pings> {
+        let next = targets(snapshot, configured);
+        self.targets.send_if_modified(|current| {
+            let changed = **current != next;
+            if changed {
+                *current = Arc::new(next);
+            }
+            changed
+        });
+        Arc::clone(&self.results.borrow())
+    }
+
+    /// Applies a new `ping_interval` from the next round on.
+    pub fn set_interval(&self, interval: Duration) {
+        self.interval.send_if_modified(|current| {
+            let changed = *current != interval;
+            *current = interval;
+            changed
+        });
+    }
+}
+
+impl Drop for PingTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_rounds(
+    mut prober: impl Round,
+    mut targets: watch::Receiver<Arc<Vec<Target>>>,
+    results: watch::Sender<Arc<Pings>>,
+    mut interval: watch::Receiver<Duration>,
+) {
+    let mut latest = Pings::new();
+    let mut next_round: Option<Instant> = None;
+    loop {
+        let all = Arc::clone(&targets.borrow_and_update());
+        let due = next_round.is_none_or(|at| Instant::now() >= at);
+        if due {
+            next_round = Some(Instant::now() + *interval.borrow_and_update());
+        }
+        let addresses = to_ping(&all, &latest, due);
+        if !addresses.is_empty() || due {
+            let answers = if addresses.is_empty() {
+                HashMap::new()
+            } else {
+                prober.round(addresses).await
+            };
+            latest = merge(&latest, &all, &answers, Utc::now());
+            results.send_replace(Arc::new(latest.clone()));
+        }
+        let wake = next_round.map_or_else(Instant::now, |at| at);
+        tokio::select! {
+            changed = targets.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = interval.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                next_round = None;
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
     }
 }

@@ -409,3 +409,72 @@ async fn metrics_match_a_known_scenario() {
         "{text}"
     );
 }
+
+/// Regression: with userspace sockets that accept and never answer, one
+/// poll took `sockets / 8 * uapi_timeout` (32 s for 128), and nothing sent
+/// `WATCHDOG=1` meanwhile: the shipped unit (`WatchdogSec=30`) would have
+/// killed the service in a loop. Now the watchdog is fed from its own task
+/// while polls hang, and a poll ends at its deadline (10 s) with the hung
+/// interfaces unreadable.
+#[tokio::test]
+async fn hung_uapi_sockets_neither_starve_the_watchdog_nor_stretch_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let uapi = dir.path().join("uapi");
+    std::fs::create_dir(&uapi).unwrap();
+    // Bound and listening, never answering: a connect and the request
+    // succeed (the backlog takes them), the reply never comes.
+    let _hung: Vec<std::os::unix::net::UnixListener> = (0..128)
+        .map(|i| std::os::unix::net::UnixListener::bind(uapi.join(format!("wghung{i}.sock"))).unwrap())
+        .collect();
+    let config = dir.path().join("wghook.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "monitor:\n  backend: userspace\n  uapi_dirs: [{}]\n  uapi_timeout: 2s\n  \
+             interval: 1s\n  state_dir: {}\n",
+            uapi.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let started = Instant::now();
+    let daemon = Daemon::start(
+        &config,
+        dir.path(),
+        &[
+            ("NOTIFY_SOCKET", socket_path.display().to_string()),
+            // 2 s: a WATCHDOG=1 every second.
+            ("WATCHDOG_USEC", "2000000".into()),
+        ],
+    );
+
+    let mut buf = [0u8; 4096];
+    let mut last_watchdog = Instant::now();
+    let mut watchdogs = 0;
+    let mut ready_after = None;
+    while started.elapsed() < Duration::from_secs(14) {
+        let n = tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no datagram for 3 s (after {watchdogs} WATCHDOG=1); log:\n{}", daemon.log()))
+            .unwrap();
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains("WATCHDOG=1") {
+            let gap = last_watchdog.elapsed();
+            assert!(gap < Duration::from_millis(2500), "{gap:?} without WATCHDOG=1");
+            last_watchdog = Instant::now();
+            watchdogs += 1;
+        }
+        if message.contains("READY=1") && ready_after.is_none() {
+            ready_after = Some(started.elapsed());
+        }
+    }
+    assert!(watchdogs >= 10, "{watchdogs} WATCHDOG=1 in 14 s");
+    // READY=1 comes after the first poll: by its deadline, not after 32 s.
+    let ready_after = ready_after.unwrap_or_else(|| panic!("no READY=1 in 14 s; log:\n{}", daemon.log()));
+    assert!(ready_after < Duration::from_secs(13), "first poll took {ready_after:?}");
+    let log = daemon.log();
+    assert!(log.contains("wghung127"), "every hung interface is reported: {log}");
+    assert!(log.contains("deadline"), "{log}");
+}

@@ -247,9 +247,12 @@ impl AutoBackend {
             other => BackendError::Protocol(other.to_string()),
         })?;
         let uapi = &self.uapi;
+        let deadline = uapi.deadline();
         let results: Vec<_> = stream::iter(userspace_to_read(listed, &kernel_names, filter))
             .map(|(name, socket)| async move {
-                let read = uapi.read_interface(&name, &socket, now).await;
+                let read = uapi
+                    .read_interface_until(&name, &socket, now, deadline)
+                    .await;
                 (name, read)
             })
             .buffer_unordered(UAPI_CONCURRENCY)
@@ -264,7 +267,7 @@ impl AutoBackend {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(interface = %name, error = %e, "could not read interface");
+                    crate::faults::interface_unreadable(&name, &e);
                     snapshot.unreadable.push(name);
                 }
             }

@@ -14,10 +14,21 @@ pub mod uapi_parse;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::model::Snapshot;
+
+/// How long one poll may take: userspace sockets that have not answered by
+/// then (hung daemons, or sockets still waiting their turn behind hung
+/// ones) are unreadable for that poll; the daemon counts a backend still
+/// busy [`POLL_GRACE`] later as a failed poll. Both keep a poll well inside
+/// the watchdog's period (`WatchdogSec=30` in the shipped unit).
+pub const POLL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long after [`POLL_DEADLINE`] the daemon stops waiting for a backend.
+pub const POLL_GRACE: Duration = Duration::from_secs(5);
 
 /// The future a poll returns; boxed so backends can be chosen at run time.
 pub type PollFuture<'a> = Pin<Box<dyn Future<Output = Result<Snapshot, BackendError>> + Send + 'a>>;

@@ -647,7 +647,7 @@ async fn read_link<D: DeviceDump>(
             return Err(module_not_loaded());
         }
         Err(e) => {
-            tracing::warn!(interface = %link.name, error = %e, "could not read interface");
+            crate::faults::interface_unreadable(&link.name, &e);
             if e.poisons_socket() {
                 *slot = None;
             }

@@ -47,6 +47,8 @@ pub enum UapiError {
     /// The daemon did not answer in time.
     #[error("no reply from {} within {timeout:?}; is the daemon hung?", socket.display())]
     Timeout { socket: PathBuf, timeout: Duration },
+    #[error("no reply from {} before the poll's deadline ({deadline:?}; other sockets were slow or hung too)", socket.display())]
+    PollDeadline { socket: PathBuf, deadline: Duration },
     /// Connecting, writing or reading failed.
     #[error("{op} {}: {source}", socket.display())]
     Io {
@@ -81,12 +83,30 @@ pub struct UapiBackend {
     dirs: Vec<PathBuf>,
     /// Limit of one whole request (connect, send, read).
     timeout: Duration,
+    /// Limit of one whole poll: sockets not answered by then (hung, or
+    /// still waiting for their turn) are unreadable for this poll.
+    poll_deadline: Duration,
 }
 
 impl UapiBackend {
     /// A backend searching `dirs` with `timeout` per interface request.
     pub fn new(dirs: Vec<PathBuf>, timeout: Duration) -> Self {
-        Self { dirs, timeout }
+        Self {
+            dirs,
+            timeout,
+            poll_deadline: super::POLL_DEADLINE,
+        }
+    }
+
+    /// The same with another poll deadline (tests).
+    pub fn with_poll_deadline(mut self, deadline: Duration) -> Self {
+        self.poll_deadline = deadline;
+        self
+    }
+
+    /// When a poll starting now must be done.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.poll_deadline
     }
 
     /// Where wireguard-go and boringtun put their sockets.
@@ -128,7 +148,28 @@ impl UapiBackend {
         socket: &Path,
         now: DateTime<Utc>,
     ) -> Result<Option<Interface>, UapiError> {
-        let reply = match tokio::time::timeout(self.timeout, request(socket)).await {
+        self.read_interface_until(name, socket, now, self.deadline())
+            .await
+    }
+
+    /// [`Self::read_interface`], giving up at `deadline` (the poll's) if
+    /// that comes before the request's own timeout.
+    pub async fn read_interface_until(
+        &self,
+        name: &str,
+        socket: &Path,
+        now: DateTime<Utc>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Interface>, UapiError> {
+        let started = tokio::time::Instant::now();
+        let until = deadline.min(started + self.timeout);
+        let reply = match tokio::time::timeout_at(until, request(socket)).await {
+            Err(_) if until == deadline => {
+                return Err(UapiError::PollDeadline {
+                    socket: socket.to_owned(),
+                    deadline: self.poll_deadline,
+                })
+            }
             Err(_) => {
                 return Err(UapiError::Timeout {
                     socket: socket.to_owned(),
@@ -175,9 +216,12 @@ impl UapiBackend {
             },
             other => BackendError::Protocol(other.to_string()),
         })?;
+        let deadline = self.deadline();
         let results: Vec<_> = stream::iter(sockets.into_iter().filter(|(n, _)| filter.allows(n)))
             .map(|(name, socket)| async move {
-                let read = self.read_interface(&name, &socket, now).await;
+                let read = self
+                    .read_interface_until(&name, &socket, now, deadline)
+                    .await;
                 (name, read)
             })
             .buffer_unordered(CONCURRENCY)
@@ -190,7 +234,7 @@ impl UapiBackend {
                 Ok(Some(iface)) => snapshot.interfaces.push(iface),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(interface = %name, error = %e, "could not read interface");
+                    crate::faults::interface_unreadable(&name, &e);
                     snapshot.unreadable.push(name);
                 }
             }
