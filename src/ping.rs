@@ -303,6 +303,130 @@ impl Pinger {
     }
 }
 
+/// A source of ping rounds: [`Pinger`], or a stand-in in tests.
+pub trait Round: Send + 'static {
+    /// Pings each address once; whether each answered in time.
+    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>>;
+}
+
+impl Round for Pinger {
+    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>> {
+        Box::pin(Pinger::round(self, addresses))
+    }
+}
+
+/// Ping rounds in a task of their own, so that a long round (10,000 peers
+/// that do not answer take about 20 s) never stretches a poll: each poll
+/// hands the task its targets and takes the latest completed results.
+///
+/// The task pings every target once per `ping_interval`, and a new target
+/// (a peer without a result) as soon as a poll names it.
+pub struct PingTask {
+    targets: watch::Sender<Arc<Vec<Target>>>,
+    results: watch::Receiver<Arc<Pings>>,
+    interval: watch::Sender<Duration>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PingTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PingTask")
+            .field("interval", &*self.interval.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PingTask {
+    /// Starts the task on `prober` (inside a tokio runtime).
+    pub fn spawn(prober: impl Round, interval: Duration) -> Self {
+        let (targets, targets_rx) = watch::channel(Arc::new(Vec::new()));
+        let (results_tx, results) = watch::channel(Arc::new(Pings::new()));
+        let (interval, interval_rx) = watch::channel(interval);
+        let task = tokio::spawn(run_rounds(prober, targets_rx, results_tx, interval_rx));
+        Self {
+            targets,
+            results,
+            interval,
+            task,
+        }
+    }
+
+    /// Hands over this poll's targets (peers of `snapshot`) and returns the
+    /// latest completed results. Never waits for a round.
+    pub fn update(
+        &self,
+        snapshot: &Snapshot,
+        configured: &HashMap<PublicKey, IpAddr>,
+    ) -> Arc<Pings> {
+        let next = targets(snapshot, configured);
+        self.targets.send_if_modified(|current| {
+            let changed = **current != next;
+            if changed {
+                *current = Arc::new(next);
+            }
+            changed
+        });
+        Arc::clone(&self.results.borrow())
+    }
+
+    /// Applies a new `ping_interval` from the next round on.
+    pub fn set_interval(&self, interval: Duration) {
+        self.interval.send_if_modified(|current| {
+            let changed = *current != interval;
+            *current = interval;
+            changed
+        });
+    }
+}
+
+impl Drop for PingTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run_rounds(
+    mut prober: impl Round,
+    mut targets: watch::Receiver<Arc<Vec<Target>>>,
+    results: watch::Sender<Arc<Pings>>,
+    mut interval: watch::Receiver<Duration>,
+) {
+    let mut latest = Pings::new();
+    let mut next_round: Option<tokio::time::Instant> = None;
+    loop {
+        let all = Arc::clone(&targets.borrow_and_update());
+        let due = next_round.is_none_or(|at| tokio::time::Instant::now() >= at);
+        if due {
+            next_round = Some(tokio::time::Instant::now() + *interval.borrow_and_update());
+        }
+        let addresses = to_ping(&all, &latest, due);
+        if !addresses.is_empty() || due {
+            let answers = if addresses.is_empty() {
+                HashMap::new()
+            } else {
+                prober.round(addresses).await
+            };
+            latest = merge(&latest, &all, &answers, Utc::now());
+            results.send_replace(Arc::new(latest.clone()));
+        }
+        let wake = next_round.unwrap_or_else(tokio::time::Instant::now);
+        tokio::select! {
+            changed = targets.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            changed = interval.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                next_round = None;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,128 +589,58 @@ mod tests {
         let results = pinger.refresh(&s, &configured, at(10)).await;
         assert_eq!(results["wg0"][&key(1)].last_ping, Some(at(5)));
     }
-}
 
-/// A source of ping rounds: [`Pinger`], or a stand-in in tests.
-pub trait Round: Send + 'static {
-    /// Pings each address once; whether each answered in time.
-    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>>;
-}
+    /// A prober whose rounds last as long as `answer` takes.
+    struct Slow(tokio::sync::mpsc::UnboundedSender<usize>, Duration);
 
-impl Round for Pinger {
-    fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>> {
-        Box::pin(Pinger::round(self, addresses))
-    }
-}
-
-/// Ping rounds in a task of their own, so that a long round (10,000 peers
-/// that do not answer take about 20 s) never stretches a poll: each poll
-/// hands the task its targets and takes the latest completed results.
-///
-/// The task pings every target once per `ping_interval`, and a new target
-/// (a peer without a result) as soon as a poll names it.
-pub struct PingTask {
-    targets: watch::Sender<Arc<Vec<Target>>>,
-    results: watch::Receiver<Arc<Pings>>,
-    interval: watch::Sender<Duration>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl std::fmt::Debug for PingTask {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PingTask")
-            .field("interval", &*self.interval.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-impl PingTask {
-    /// Starts the task on `prober` (inside a tokio runtime).
-    pub fn spawn(prober: impl Round, interval: Duration) -> Self {
-        let (targets, targets_rx) = watch::channel(Arc::new(Vec::new()));
-        let (results_tx, results) = watch::channel(Arc::new(Pings::new()));
-        let (interval, interval_rx) = watch::channel(interval);
-        let task = tokio::spawn(run_rounds(prober, targets_rx, results_tx, interval_rx));
-        Self {
-            targets,
-            results,
-            interval,
-            task,
+    impl Round for Slow {
+        fn round(&mut self, addresses: Vec<IpAddr>) -> BoxFuture<'_, HashMap<IpAddr, bool>> {
+            let _ = self.0.send(addresses.len());
+            let wait = self.1;
+            Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                addresses.into_iter().map(|a| (a, true)).collect()
+            })
         }
     }
 
-    /// Hands over this poll's targets (peers of `snapshot`) and returns the
-    /// latest completed results. Never waits for a round.
-    pub fn update(
-        &self,
-        snapshot: &Snapshot,
-        configured: &HashMap<PublicKey, IpAddr>,
-    ) -> Arc<Pings> {
-        let next = targets(snapshot, configured);
-        self.targets.send_if_modified(|current| {
-            let changed = **current != next;
-            if changed {
-                *current = Arc::new(next);
-            }
-            changed
-        });
-        Arc::clone(&self.results.borrow())
+    fn one_peer() -> Snapshot {
+        Snapshot {
+            interfaces: vec![Interface {
+                name: "wgping".into(),
+                peers: vec![Peer {
+                    public_key: PublicKey([9; 32]),
+                    allowed_ips: vec!["10.9.0.2/32".parse().unwrap()],
+                    ..Peer::default()
+                }],
+                ..Interface::default()
+            }],
+            unreadable: Vec::new(),
+        }
     }
 
-    /// Applies a new `ping_interval` from the next round on.
-    pub fn set_interval(&self, interval: Duration) {
-        self.interval.send_if_modified(|current| {
-            let changed = *current != interval;
-            *current = interval;
-            changed
-        });
-    }
-}
-
-impl Drop for PingTask {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn run_rounds(
-    mut prober: impl Round,
-    mut targets: watch::Receiver<Arc<Vec<Target>>>,
-    results: watch::Sender<Arc<Pings>>,
-    mut interval: watch::Receiver<Duration>,
-) {
-    let mut latest = Pings::new();
-    let mut next_round: Option<Instant> = None;
-    loop {
-        let all = Arc::clone(&targets.borrow_and_update());
-        let due = next_round.is_none_or(|at| Instant::now() >= at);
-        if due {
-            next_round = Some(Instant::now() + *interval.borrow_and_update());
-        }
-        let addresses = to_ping(&all, &latest, due);
-        if !addresses.is_empty() || due {
-            let answers = if addresses.is_empty() {
-                HashMap::new()
-            } else {
-                prober.round(addresses).await
-            };
-            latest = merge(&latest, &all, &answers, Utc::now());
-            results.send_replace(Arc::new(latest.clone()));
-        }
-        let wake = next_round.map_or_else(Instant::now, |at| at);
-        tokio::select! {
-            changed = targets.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            changed = interval.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                next_round = None;
-            }
-            _ = tokio::time::sleep_until(wake.into()) => {}
-        }
+    /// Regression: ping rounds ran inside the poll, so 10,000 peers that
+    /// do not answer (about 20 s a round) stretched every poll by as much.
+    /// Now a poll takes the latest completed results and never waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_round_never_holds_up_a_poll() {
+        let (tx, mut rounds) = tokio::sync::mpsc::unbounded_channel();
+        let task = PingTask::spawn(Slow(tx, Duration::from_secs(20)), Duration::from_secs(60));
+        let snapshot = one_peer();
+        let polled = tokio::time::Instant::now();
+        let first = task.update(&snapshot, &HashMap::new());
+        assert!(first.is_empty(), "no round finished yet");
+        assert_eq!(polled.elapsed(), Duration::ZERO, "the poll did not wait");
+        assert_eq!(rounds.recv().await, Some(1), "the new peer is pinged at once");
+        // While the round runs, polls go on with what is known.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(task.update(&snapshot, &HashMap::new()).is_empty());
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        let done = task.update(&snapshot, &HashMap::new());
+        assert_eq!(
+            done.get("wgping").and_then(|p| p.get(&PublicKey([9; 32]))).map(|s| s.pingable),
+            Some(true),
+            "the completed round's result: {done:?}"
+        );
     }
 }
