@@ -425,7 +425,13 @@ impl Daemon {
             Some(p) => {
                 // The latest completed round: rounds run in their own task.
                 let pings = p.update(&snapshot, &self.config.ping_addresses);
-                tracker::track_changes_with_pings(prev, &snapshot, Some(&pings), now, &self.settings)
+                tracker::track_changes_with_pings(
+                    prev,
+                    &snapshot,
+                    Some(&pings),
+                    now,
+                    &self.settings,
+                )
             }
             None => tracker::track_changes(prev, &snapshot, now, &self.settings),
         };
@@ -666,7 +672,6 @@ async fn recv_opt(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()
         None => std::future::pending().await,
     }
 }
-
 
 fn log_event(event: &Event) {
     let peer = event

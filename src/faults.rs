@@ -82,7 +82,9 @@ pub fn interface_unreadable(name: &str, error: &dyn std::fmt::Display) {
             interface = %name, error = %error, failed_polls_unlogged = unlogged,
             "interface still cannot be read"
         ),
-        Log::Quiet => tracing::debug!(interface = %name, error = %error, "could not read interface"),
+        Log::Quiet => {
+            tracing::debug!(interface = %name, error = %error, "could not read interface")
+        }
     }
 }
 

@@ -552,7 +552,25 @@ pub async fn serve(
     serve_listener(listener, metrics, shutdown).await
 }
 
+/// At most this many metrics connections are served at once; more are
+/// closed as soon as they are accepted, so a flood of connections costs a
+/// bounded number of file descriptors.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// A connection must send its request head within this time.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection is closed after this long, whatever it is doing (a
+/// scrape of 100,000 peers takes well under a second).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// [`serve`] on a listener bound by the caller (tests bind `127.0.0.1:0`).
+///
+/// Bounded so that the port cannot starve the daemon of file descriptors
+/// or time: at most [`MAX_CONNECTIONS`] at once, [`HEADER_TIMEOUT`] to send
+/// a request head, [`CONNECTION_TIMEOUT`] in all, one request per
+/// connection. An accept error (EMFILE) pauses accepting briefly instead of
+/// spinning.
 pub async fn serve_listener(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
@@ -561,9 +579,44 @@ pub async fn serve_listener(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "serving metrics at /metrics");
     }
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(metrics);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics: cannot accept a connection; pausing 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!(
+                max = MAX_CONNECTIONS,
+                "metrics: too many connections; closing a new one"
+            );
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false);
+            let served = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, served).await;
+        });
+    }
+    connections.shutdown().await;
+    Ok(())
 }
 
 fn router(metrics: Metrics) -> Router {

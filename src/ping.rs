@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use futures::StreamExt as _;
-use tokio::sync::watch;
 use surge_ping::{Client, PingIdentifier, PingSequence, ICMP};
+use tokio::sync::watch;
 
 use crate::model::{PingStatus, Pings, PublicKey, Snapshot};
 
@@ -631,14 +631,20 @@ mod tests {
         let first = task.update(&snapshot, &HashMap::new());
         assert!(first.is_empty(), "no round finished yet");
         assert_eq!(polled.elapsed(), Duration::ZERO, "the poll did not wait");
-        assert_eq!(rounds.recv().await, Some(1), "the new peer is pinged at once");
+        assert_eq!(
+            rounds.recv().await,
+            Some(1),
+            "the new peer is pinged at once"
+        );
         // While the round runs, polls go on with what is known.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(task.update(&snapshot, &HashMap::new()).is_empty());
         tokio::time::sleep(Duration::from_secs(16)).await;
         let done = task.update(&snapshot, &HashMap::new());
         assert_eq!(
-            done.get("wgping").and_then(|p| p.get(&PublicKey([9; 32]))).map(|s| s.pingable),
+            done.get("wgping")
+                .and_then(|p| p.get(&PublicKey([9; 32])))
+                .map(|s| s.pingable),
             Some(true),
             "the completed round's result: {done:?}"
         );

@@ -20,8 +20,21 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path, dir: &Path, env: &[(&str, String)]) -> Daemon {
+        Self::start_under(&[], config, dir, env)
+    }
+
+    /// [`Daemon::start`] under a wrapper command (`prlimit ...`), which
+    /// must exec wghook (so signals reach it).
+    fn start_under(wrapper: &[&str], config: &Path, dir: &Path, env: &[(&str, String)]) -> Daemon {
         let stderr = dir.join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wghook"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_wghook"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_wghook")),
+        };
         cmd.args(["run", "-c"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -424,7 +437,9 @@ async fn hung_uapi_sockets_neither_starve_the_watchdog_nor_stretch_the_poll() {
     // Bound and listening, never answering: a connect and the request
     // succeed (the backlog takes them), the reply never comes.
     let _hung: Vec<std::os::unix::net::UnixListener> = (0..128)
-        .map(|i| std::os::unix::net::UnixListener::bind(uapi.join(format!("wghung{i}.sock"))).unwrap())
+        .map(|i| {
+            std::os::unix::net::UnixListener::bind(uapi.join(format!("wghung{i}.sock"))).unwrap()
+        })
         .collect();
     let config = dir.path().join("wghook.yaml");
     std::fs::write(
@@ -457,12 +472,20 @@ async fn hung_uapi_sockets_neither_starve_the_watchdog_nor_stretch_the_poll() {
     while started.elapsed() < Duration::from_secs(14) {
         let n = tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf))
             .await
-            .unwrap_or_else(|_| panic!("no datagram for 3 s (after {watchdogs} WATCHDOG=1); log:\n{}", daemon.log()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no datagram for 3 s (after {watchdogs} WATCHDOG=1); log:\n{}",
+                    daemon.log()
+                )
+            })
             .unwrap();
         let message = String::from_utf8_lossy(&buf[..n]).into_owned();
         if message.contains("WATCHDOG=1") {
             let gap = last_watchdog.elapsed();
-            assert!(gap < Duration::from_millis(2500), "{gap:?} without WATCHDOG=1");
+            assert!(
+                gap < Duration::from_millis(2500),
+                "{gap:?} without WATCHDOG=1"
+            );
             last_watchdog = Instant::now();
             watchdogs += 1;
         }
@@ -472,9 +495,115 @@ async fn hung_uapi_sockets_neither_starve_the_watchdog_nor_stretch_the_poll() {
     }
     assert!(watchdogs >= 10, "{watchdogs} WATCHDOG=1 in 14 s");
     // READY=1 comes after the first poll: by its deadline, not after 32 s.
-    let ready_after = ready_after.unwrap_or_else(|| panic!("no READY=1 in 14 s; log:\n{}", daemon.log()));
-    assert!(ready_after < Duration::from_secs(13), "first poll took {ready_after:?}");
+    let ready_after =
+        ready_after.unwrap_or_else(|| panic!("no READY=1 in 14 s; log:\n{}", daemon.log()));
+    assert!(
+        ready_after < Duration::from_secs(13),
+        "first poll took {ready_after:?}"
+    );
     let log = daemon.log();
-    assert!(log.contains("wghung127"), "every hung interface is reported: {log}");
+    assert!(
+        log.contains("wghung127"),
+        "every hung interface is reported: {log}"
+    );
     assert!(log.contains("deadline"), "{log}");
+}
+
+/// Regression: 1,100 idle connections to the metrics port that each sent
+/// half a request line held all 1,024 file descriptors for as long as they
+/// stayed open, and deliveries failed with EMFILE. Now the port serves at
+/// most 32 connections (closing the rest at once) and closes a connection
+/// that has not sent its request head within 5 s.
+#[tokio::test]
+async fn a_flood_of_idle_metrics_connections_starves_nothing() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    // alice connects at once, bob 8 s later: while the port is flooded.
+    let scenario = scenario(dir.path(), &["alice", "bob"], 8);
+    let config = write_config(
+        dir.path(),
+        &scenario,
+        &hooks(&[("r", &receiver)]),
+        "metrics:\n  listen: 127.0.0.1:0\n",
+    );
+    // The daemon gets 256 file descriptors, so a flood of 600 would use
+    // them all without the bound.
+    let daemon = Daemon::start_under(&["prlimit", "--nofile=256:256"], &config, dir.path(), &[]);
+    daemon
+        .wait_log("metrics served at ", Duration::from_secs(10))
+        .await;
+    let log = daemon.log();
+    let url = log
+        .split("metrics served at ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the metrics address in the log")
+        .to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    receiver
+        .wait_until(Duration::from_secs(10), "alice's connect", |r| {
+            r.iter().any(|x| x.kind() == "peer.connect")
+        })
+        .await;
+
+    let flood_started = Instant::now();
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(mut c) => {
+                // Half a request line, then nothing.
+                let _ = c.write_all(b"GET /metr").await;
+                flood.push(c);
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    // (a) a fresh scrape is still answered, (b) bob's connect (8 s in) is
+    // still delivered, while the flood is open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status() == 200 => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape answered during the flood"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    receiver
+        .wait_until(
+            Duration::from_secs(20),
+            "bob's connect during the flood",
+            |r| r.iter().filter(|x| x.kind() == "peer.connect").count() == 2,
+        )
+        .await;
+    // (c) every idle connection is closed by the server: over the bound at
+    // once, the others after the 5 s header timeout.
+    for mut c in flood {
+        let mut buf = [0u8; 1024];
+        let left = Duration::from_secs(15).saturating_sub(flood_started.elapsed());
+        let read = tokio::time::timeout(left.max(Duration::from_millis(1)), c.read(&mut buf))
+            .await
+            .expect("an idle connection still open 15 s into the flood");
+        // EOF, a 408 answer or a reset: closed either way.
+        if let Ok(n) = read {
+            if n > 0 {
+                let mut rest = Vec::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
+            }
+        }
+    }
+    assert!(
+        !daemon.log().contains("Too many open files"),
+        "{}",
+        daemon.log()
+    );
 }
