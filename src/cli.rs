@@ -92,7 +92,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum OutboxAction {
     /// Put given-up events back in the queue: all of them, one webhook's, or
-    /// the given event ids. A running daemon sends them after its next restart.
+    /// the given event ids. A running daemon sends them within about a second.
     Retry {
         /// Only this webhook's.
         #[arg(long, value_name = "NAME")]

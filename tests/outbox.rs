@@ -1147,3 +1147,141 @@ async fn a_webhook_disabled_by_410_is_enabled_again_by_a_sighup_reload() {
     );
     assert!(outbox_json(&cfg).await.is_empty(), "all delivered");
 }
+
+/// `wghook outbox ARGS -c CONFIG`, which must succeed.
+async fn outbox_command(config: &Path, args: &[&str]) {
+    let out = tokio::process::Command::new(BIN)
+        .args(["outbox", "-c"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "wghook outbox {args:?}: {out:?}");
+}
+
+/// Waits (at most `timeout`) until the receiver has had no request for
+/// `quiet`; panics naming how many kept coming.
+async fn until_quiet(receiver: &Receiver, quiet: Duration, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    let mut count = receiver.requests().len();
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = receiver.requests().len();
+        if now != count {
+            count = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests kept coming: {count} so far"
+        );
+    }
+}
+
+/// The daemon on `cfg`, in this process, on the real clock; stops when the
+/// returned sender is dropped or sent to.
+fn run_live(
+    cfg: Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        daemon::run(cfg, RunOptions::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("daemon run");
+    });
+    (stop, task)
+}
+
+/// Regression: `wghook outbox purge` deleted the events from the file, but
+/// the running daemon kept retrying them from memory (and `wghook outbox`
+/// then said nothing was pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_purge_stops_a_running_daemons_retries_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.respond_with(500);
+    let cfg = setup(
+        dir.path(),
+        TWO_PEERS,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 2s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    let (stop, task) = run_live(load(&cfg));
+    receiver
+        .wait_until(Duration::from_secs(10), "retries", |r| r.len() >= 10)
+        .await;
+    outbox_command(&cfg, &["purge", "--yes"]).await;
+    // Retries every 100 ms (+/-20 %) until the purge is seen: quiet for a
+    // second means they stopped.
+    until_quiet(&receiver, Duration::from_secs(1), Duration::from_secs(5)).await;
+    assert!(outbox_json(&cfg).await.is_empty());
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+/// Regression: `wghook outbox retry` re-queued dead letters in the file,
+/// but a running daemon only sent them after its next restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_retry_is_sent_by_a_running_daemon_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.respond_with(400);
+    let cfg = setup(
+        dir.path(),
+        TWO_PEERS,
+        &format!("webhook:\n  url: {}\n", receiver.url),
+        "  shutdown_timeout: 2s\n  retry:\n    delays: [0s, 100ms]\n",
+        "  announce_on_start: all\n",
+    );
+    let (stop, task) = run_live(load(&cfg));
+    // interface.create, two peer.create, two peer.connect: all given up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox_json(&cfg)
+        .await
+        .iter()
+        .filter(|r| str_of(r, "state") == "given_up")
+        .count()
+        < 5
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not given up: {:#?}",
+            outbox_json(&cfg).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rejected = receiver.requests().len();
+    receiver.respond_with(200);
+    outbox_command(&cfg, &["retry"]).await;
+    receiver
+        .wait_until(Duration::from_secs(5), "the re-queued events", |r| {
+            r.len() >= rejected + 5
+        })
+        .await;
+    let resent = &receiver.requests()[rejected..];
+    // In order for each peer: create before connect.
+    let arrivals = first_arrivals(resent);
+    for (who, kinds) in &arrivals {
+        if who != "wg0" {
+            assert_eq!(kinds, &["peer.create", "peer.connect"], "{who}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !outbox_json(&cfg).await.is_empty() {
+        assert!(Instant::now() < deadline, "still in the outbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    task.await.unwrap();
+}

@@ -132,8 +132,26 @@ struct Hook {
     name: String,
     events: Vec<String>,
     tx: mpsc::UnboundedSender<Msg>,
+    /// The task's other channel: the writer's confirmations and the
+    /// outbox's contents after a `wghook outbox` command, in the order the
+    /// database saw them.
+    acks: mpsc::UnboundedSender<Ack>,
+    max_delay: Duration,
     stats: Arc<QueueStats>,
 }
+
+/// What the outbox tells a webhook's task.
+enum Ack {
+    /// The outcome of `seq` (delivered or given up) is on disk.
+    Settled(i64),
+    /// Another process changed the outbox (`wghook outbox purge` or
+    /// `retry`): these are the webhook's pending deliveries now, and its
+    /// given-up count.
+    Sync { pending: Vec<Item>, given_up: u64 },
+}
+
+/// How often the outbox is checked for changes by `wghook outbox`.
+pub const OUTBOX_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One webhook's queue figures, kept current by its task.
 #[derive(Debug, Default)]
@@ -160,6 +178,8 @@ pub struct Delivery {
     tasks: JoinSet<()>,
     outcomes: Option<std::sync::mpsc::Sender<Record>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Checks the outbox for changes made by `wghook outbox` commands.
+    watcher: Option<tokio::task::JoinHandle<()>>,
     settings: DeliverySettings,
     metrics: Option<Metrics>,
     clocks: Clocks,
@@ -252,6 +272,7 @@ impl Delivery {
                     .store(db.given_up_count(&hook.name)?, Ordering::Relaxed);
                 let (tx, rx) = mpsc::unbounded_channel();
                 let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+                let max_delay = schedule.max_delay();
                 let worker = Worker {
                     stats: Arc::clone(&stats),
                     metrics: metrics.clone(),
@@ -271,16 +292,26 @@ impl Delivery {
                     name: hook.name,
                     events: hook.events,
                     tx,
+                    acks: ack_tx,
+                    max_delay,
                     stats,
                 });
             }
         }
+        let watcher = (!hooks.is_empty()).then(|| {
+            let targets: Vec<(String, mpsc::UnboundedSender<Ack>, Duration)> = hooks
+                .iter()
+                .map(|h| (h.name.clone(), h.acks.clone(), h.max_delay))
+                .collect();
+            tokio::spawn(watch_outbox(Arc::clone(&store), targets, clocks))
+        });
         Ok(Self {
             store,
             hooks,
             tasks,
             outcomes: Some(out_tx),
             writer: Some(writer),
+            watcher,
             settings: settings.clone(),
             metrics,
             clocks,
@@ -421,6 +452,7 @@ impl Delivery {
     /// their outcomes are recorded; what is still pending stays in the outbox
     /// for the next start.
     pub async fn shutdown(mut self) {
+        self.stop_watcher();
         self.hooks.clear(); // closes the channels: tasks stop taking new work
         while self.tasks.join_next().await.is_some() {}
         self.stop_writer().await;
@@ -429,6 +461,7 @@ impl Delivery {
     /// Delivers everything queued (for runs that end by themselves, like the
     /// demo), waiting at most `timeout`; what is left stays in the outbox.
     pub async fn drain(mut self, timeout: Duration) {
+        self.stop_watcher();
         for hook in &self.hooks {
             let _ = hook.tx.send(Msg::Drain);
         }
@@ -443,6 +476,12 @@ impl Delivery {
         }
         self.hooks.clear();
         self.stop_writer().await;
+    }
+
+    fn stop_watcher(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+        }
     }
 
     async fn stop_writer(&mut self) {
@@ -464,7 +503,54 @@ fn schedule(retry: &RetrySettings) -> Schedule {
 /// An outcome for the writer, and where to confirm it once it is durable.
 struct Record {
     outcome: Outcome,
-    ack: Option<mpsc::UnboundedSender<i64>>,
+    ack: Option<mpsc::UnboundedSender<Ack>>,
+}
+
+/// Checks every [`OUTBOX_SYNC_EVERY`] whether another process changed the
+/// outbox (SQLite's `data_version`); if so, sends each webhook's task its
+/// pending deliveries as they are now. Reads and sends under the store's
+/// lock, like the writer's confirmations, so each task sees both in the
+/// database's order.
+async fn watch_outbox(
+    store: Arc<Mutex<Store>>,
+    hooks: Vec<(String, mpsc::UnboundedSender<Ack>, Duration)>,
+    clocks: Clocks,
+) {
+    let mut seen = lock(&store).data_version().ok();
+    let mut ticks = tokio::time::interval(OUTBOX_SYNC_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let store = Arc::clone(&store);
+        let hooks = hooks.clone();
+        let last = seen;
+        // SQLite calls block: off the runtime's threads.
+        let read = tokio::task::spawn_blocking(move || {
+            let db = lock(&store);
+            let version = db.data_version()?;
+            if Some(version) == last {
+                return Ok(version);
+            }
+            for (name, acks, max_delay) in &hooks {
+                let pending = db
+                    .pending(name)?
+                    .into_iter()
+                    .map(|p| clocks.item(p, *max_delay))
+                    .collect();
+                let given_up = db.given_up_count(name)?;
+                let _ = acks.send(Ack::Sync { pending, given_up });
+            }
+            Ok::<_, StoreError>(version)
+        })
+        .await;
+        match read {
+            Ok(Ok(version)) => seen = Some(version),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the outbox for changes by `wghook outbox`")
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// The writer thread: records outcomes, as many per transaction as are
@@ -479,7 +565,10 @@ fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Record>) 
             }
         }
         let outcomes: Vec<Outcome> = batch.iter().map(|r| r.outcome.clone()).collect();
-        if let Err(e) = lock(store).record(&outcomes) {
+        // Confirmed while the lock is held, so that a task sees these and
+        // the outbox watcher's reads in the order the database saw them.
+        let mut db = lock(store);
+        if let Err(e) = db.record(&outcomes) {
             // The deliveries stay pending in the file: at worst they are
             // sent again after a restart (receivers dedupe on webhook-id).
             tracing::error!(error = %e, outcomes = batch.len(), "cannot record delivery outcomes");
@@ -488,9 +577,10 @@ fn write_outcomes(store: &Mutex<Store>, rx: &std::sync::mpsc::Receiver<Record>) 
             if let (Some(ack), Outcome::Delivered { seq, .. } | Outcome::GaveUp { seq, .. }) =
                 (r.ack, r.outcome)
             {
-                let _ = ack.send(seq);
+                let _ = ack.send(Ack::Settled(seq));
             }
         }
+        drop(db);
     }
 }
 
@@ -510,7 +600,7 @@ struct Worker {
     /// Settled deliveries keep their place (and hold back their peer) until
     /// the writer confirms the outcome is on disk: a crash in between can
     /// only re-send what was in flight.
-    ack_tx: mpsc::UnboundedSender<i64>,
+    ack_tx: mpsc::UnboundedSender<Ack>,
     awaiting: usize,
 }
 
@@ -534,7 +624,7 @@ impl Worker {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Msg>,
-        mut acks: mpsc::UnboundedReceiver<i64>,
+        mut acks: mpsc::UnboundedReceiver<Ack>,
     ) {
         let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
         let mut disabled = false;
@@ -599,7 +689,7 @@ impl Worker {
                         disabled |= self.settle(seq, attempt);
                     }
                 }
-                Some(seq) = acks.recv() => self.confirmed(seq),
+                Some(ack) = acks.recv() => self.acked(ack),
                 _ = sleep_opt(wake) => {}
             }
         }
@@ -612,7 +702,7 @@ impl Worker {
             }
             while self.awaiting > 0 {
                 match acks.recv().await {
-                    Some(seq) => self.confirmed(seq),
+                    Some(ack) => self.acked(ack),
                     None => break,
                 }
             }
@@ -626,6 +716,41 @@ impl Worker {
             );
             in_flight.abort_all();
         }
+    }
+
+    fn acked(&mut self, ack: Ack) {
+        match ack {
+            Ack::Settled(seq) => self.confirmed(seq),
+            Ack::Sync { pending, given_up } => self.sync(pending, given_up),
+        }
+    }
+
+    /// Takes the outbox as it is now, after a `wghook outbox` command:
+    /// deliveries no longer pending (purged) leave the queue, even while in
+    /// flight (their outcome is then not recorded); deliveries pending anew
+    /// (re-queued dead letters) join it. Outcomes confirmed before this
+    /// read are already applied (same channel, same order as the database).
+    fn sync(&mut self, pending: Vec<Item>, given_up: u64) {
+        let keep: std::collections::HashSet<i64> = pending.iter().map(|i| i.seq).collect();
+        let gone: Vec<i64> = self.queue.seqs().filter(|s| !keep.contains(s)).collect();
+        let added = pending
+            .iter()
+            .filter(|i| !self.queue.contains(i.seq))
+            .count();
+        for seq in &gone {
+            self.queue.remove(*seq);
+            self.waited.remove(seq);
+        }
+        for item in pending {
+            self.queue.push(item);
+        }
+        self.stats.given_up.store(given_up, Ordering::Relaxed);
+        tracing::info!(
+            webhook = self.sender.name(),
+            removed = gone.len(),
+            added,
+            "the outbox was changed by `wghook outbox`; queue updated"
+        );
     }
 
     /// The writer has made a delivered or given-up outcome durable.

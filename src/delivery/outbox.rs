@@ -606,6 +606,16 @@ impl Store {
         }
     }
 
+    /// SQLite's `data_version`: it changes when another connection (a
+    /// `wghook outbox` command) committed to the database, never for this
+    /// connection's own writes. The running daemon polls it to see `purge`
+    /// and `retry` at once.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// Number of given-up deliveries of one webhook.
     pub fn given_up_count(&self, webhook: &str) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
