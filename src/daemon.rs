@@ -470,6 +470,7 @@ impl Daemon {
         }
         let queues = self.delivery.queues();
         if let Some(m) = &self.metrics {
+            m.quarantined(crate::delivery::lock(&self.store).take_quarantined());
             m.observe_poll(started.elapsed(), &snapshot, &next, &self.config.peers);
             let now = Utc::now();
             for q in &queues {
@@ -915,5 +916,27 @@ mod tests {
 
         assert_eq!(d.poll(at(12)).await.expect("poll"), 1, "the connect, once");
         assert_eq!(d.state.as_ref().map(State::connected_count), Some(1));
+    }
+
+    /// Regression: one unreadable `tracker_peers` row stopped the daemon at
+    /// start ("outbox holds a record that cannot be read").
+    #[tokio::test]
+    async fn the_daemon_starts_on_a_state_with_an_unreadable_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = daemon(dir.path(), vec![Ok(snapshot(Some(0)))]);
+        assert_eq!(d.poll(at(1)).await.expect("poll"), 1);
+        drop(d);
+        let db = dir.path().join("state").join("wghook.db");
+        let conn = rusqlite::Connection::open(&db).expect("open db");
+        assert_eq!(
+            conn.execute("UPDATE tracker_peers SET data = 'garbage'", [])
+                .expect("corrupt"),
+            1
+        );
+        drop(conn);
+        let mut d = daemon(dir.path(), vec![Ok(snapshot(Some(0)))]);
+        // The peer is tracked afresh; the daemon runs.
+        d.poll(at(2)).await.expect("poll");
+        assert_eq!(d.state.as_ref().map(State::peer_count), Some(1));
     }
 }

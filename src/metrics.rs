@@ -15,7 +15,8 @@
 //!   poll. The table is a plain vector of numbers turned into text only when
 //!   scraped, so a poll of 100,000 peers costs a few milliseconds.
 //! - **wghook's own** counters and gauges: `wghook_poll_duration_seconds`,
-//!   `wghook_poll_errors_total`, `wghook_dropped_events_total`, `wghook_events_total{kind}`,
+//!   `wghook_poll_errors_total`, `wghook_dropped_events_total`,
+//!   `wghook_outbox_quarantined_rows_total`, `wghook_events_total{kind}`,
 //!   `wghook_deliveries_total{webhook,outcome}`, `wghook_pending_events{webhook}`,
 //!   `wghook_given_up_events{webhook}`, `wghook_oldest_pending_age_seconds{webhook}`.
 //!
@@ -70,6 +71,7 @@ struct Inner {
     poll_duration: Histogram,
     poll_errors: Counter,
     dropped: Counter,
+    quarantined: Counter,
     events: Family<KindLabels, Counter>,
     deliveries: Family<DeliveryLabels, Counter>,
     pending: Family<WebhookLabels, Gauge>,
@@ -136,6 +138,12 @@ impl Metrics {
             "Undelivered events dropped because the outbox was full (max_pending_events)",
             dropped.clone(),
         );
+        let quarantined = Counter::default();
+        registry.register(
+            "wghook_outbox_quarantined_rows",
+            "Outbox rows that could not be read, moved to its quarantine table",
+            quarantined.clone(),
+        );
         let events = Family::<KindLabels, Counter>::default();
         registry.register(
             "wghook_events",
@@ -174,6 +182,7 @@ impl Metrics {
                 poll_duration,
                 poll_errors,
                 dropped,
+                quarantined,
                 events,
                 deliveries,
                 pending,
@@ -208,6 +217,11 @@ impl Metrics {
     /// Counts events dropped by the outbox bound.
     pub fn dropped(&self, n: u64) {
         self.inner.dropped.inc_by(n);
+    }
+
+    /// Counts outbox rows moved to quarantine.
+    pub fn quarantined(&self, n: u64) {
+        self.inner.quarantined.inc_by(n);
     }
 
     /// Counts derived events by kind (`peer.connect`, `interface.delete`, ...).

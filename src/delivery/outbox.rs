@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 use uuid::Uuid;
@@ -57,19 +58,47 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     /// Another process (`wghook outbox retry`/`purge`) held the write lock
     /// longer than the busy timeout. Nothing was written: try again.
-    #[error("outbox database is locked by another process (is `wghook outbox` running?): {0}")]
-    Busy(#[source] rusqlite::Error),
-    #[error("outbox database error: {0}")]
-    Sql(#[source] rusqlite::Error),
-    #[error("outbox holds a record that cannot be read ({what}): {message}")]
-    Corrupt { what: String, message: String },
+    #[error("outbox {path}: the database is locked by another process (is `wghook outbox` running?): {source}")]
+    Busy {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("outbox {path}: database error: {source}")]
+    Sql {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("outbox {path}: holds a record that cannot be read ({what}): {message}")]
+    Corrupt {
+        path: PathBuf,
+        what: String,
+        message: String,
+    },
 }
 
 impl StoreError {
     /// True when the same operation may succeed if tried again
     /// ([`StoreError::Busy`]): the transaction was rolled back as a whole.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Busy(_))
+        matches!(self, StoreError::Busy { .. })
+    }
+
+    /// The same error naming the database file `path` (every error a
+    /// [`Store`] method returns names it).
+    fn at(mut self, file: &Path) -> Self {
+        match &mut self {
+            StoreError::Open { path, .. }
+            | StoreError::Busy { path, .. }
+            | StoreError::Sql { path, .. }
+            | StoreError::Corrupt { path, .. } => {
+                if path.as_os_str().is_empty() {
+                    *path = file.to_path_buf();
+                }
+            }
+        }
+        self
     }
 }
 
@@ -77,9 +106,15 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::Busy(e)
+                StoreError::Busy {
+                    path: PathBuf::new(),
+                    source: e,
+                }
             }
-            _ => StoreError::Sql(e),
+            _ => StoreError::Sql {
+                path: PathBuf::new(),
+                source: e,
+            },
         }
     }
 }
@@ -170,6 +205,8 @@ pub struct Listed {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Rows moved to the quarantine table and not yet counted in metrics.
+    quarantined: std::cell::Cell<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -187,6 +224,40 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 }
 
 /// The value of `key` in the meta table, if set.
+/// Creates `path` with mode 0600 if missing; makes it (and existing -wal and
+/// -shm files) 0600 otherwise.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Err(e) if suffix.is_empty() || e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A column read as text, if it is text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+/// A column for a log line (what a row was about).
+fn describe(v: &Value) -> String {
+    text(v).unwrap_or_else(|| "(not text)".to_string())
+}
+
 fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::Error> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
         .optional()
@@ -195,6 +266,10 @@ fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::E
 impl Store {
     /// Opens (creating if needed) the outbox in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_unnamed(dir).map_err(|e| e.at(&dir.join(DB_FILE)))
+    }
+
+    fn open_unnamed(dir: &Path) -> Result<Self, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: dir.join(DB_FILE),
             message,
@@ -205,6 +280,13 @@ impl Store {
             ))
         })?;
         let path = dir.join(DB_FILE);
+        // Owner only, whatever the umask: SQLite gives its -wal and -shm
+        // files the database file's mode. An existing file is tightened.
+        restrict(&path).map_err(|e| {
+            open_err(format!(
+                "cannot create or restrict to 0600: {e} (set monitor.state_dir to a writable directory)"
+            ))
+        })?;
         let conn = Connection::open(&path).map_err(|e| {
             open_err(format!(
                 "cannot open: {e} (set monitor.state_dir to a writable directory)"
@@ -233,6 +315,12 @@ impl Store {
                  PRIMARY KEY (seq, webhook));
              CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries(state, seq);
              CREATE TABLE IF NOT EXISTS tracker_interfaces(name TEXT PRIMARY KEY, data TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS quarantine(
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 at INTEGER NOT NULL,
+                 source TEXT NOT NULL,
+                 row TEXT NOT NULL,
+                 reason TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS tracker_peers(
                  interface TEXT NOT NULL,
                  key BLOB NOT NULL,
@@ -255,7 +343,11 @@ impl Store {
                 )))
             }
         }
-        Ok(Self { conn, path })
+        Ok(Self {
+            conn,
+            path,
+            quarantined: std::cell::Cell::new(0),
+        })
     }
 
     /// The database file.
@@ -265,6 +357,10 @@ impl Store {
 
     /// The tracker state saved by the last commit, or `None` before the first.
     pub fn load_state(&self) -> Result<Option<State>, StoreError> {
+        self.load_state_unnamed().map_err(|e| e.at(&self.path))
+    }
+
+    fn load_state_unnamed(&self) -> Result<Option<State>, StoreError> {
         let saved = read_meta(&self.conn, "state_version")?;
         match saved.as_deref().map(str::parse::<u32>) {
             None => return Ok(None),
@@ -278,52 +374,96 @@ impl Store {
             }
         }
         let mut state = State::empty();
+        // A row that cannot be read is moved to the quarantine table (and
+        // logged once): the rest of the state loads, and the daemon starts.
+        let mut bad: Vec<(&str, i64, String, String)> = Vec::new();
         let mut stmt = self
             .conn
-            .prepare("SELECT name, data FROM tracker_interfaces")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (name, data) = row?;
-            let mut iface: InterfaceState =
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-                    what: format!("tracker state of interface {name}"),
-                    message: e.to_string(),
-                })?;
-            iface.peers.clear();
-            state.interfaces.insert(name, iface);
-        }
-        let mut stmt = self
-            .conn
-            .prepare("SELECT interface, key, data FROM tracker_peers")?;
+            .prepare("SELECT rowid, name, data FROM tracker_interfaces")?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<_, i64>(0)?,
+                r.get::<_, Value>(1)?,
+                r.get::<_, Value>(2)?,
             ))
         })?;
         for row in rows {
-            let (iface, key, data) = row?;
-            let corrupt = |message: String| StoreError::Corrupt {
-                what: format!("tracker state of a peer of {iface}"),
-                message,
-            };
-            let key = PublicKey::from_slice(&key).map_err(|e| corrupt(e.to_string()))?;
-            let peer: PeerState =
-                serde_json::from_str(&data).map_err(|e| corrupt(e.to_string()))?;
-            if let Some(i) = state.interfaces.get_mut(&iface) {
-                i.peers.insert(key, peer);
+            let (rowid, name, data) = row?;
+            let read = text(&name)
+                .zip(text(&data))
+                .ok_or_else(|| "not text".to_string());
+            match read.and_then(|(name, data)| {
+                serde_json::from_str::<InterfaceState>(&data)
+                    .map(|iface| (name, iface))
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok((name, mut iface)) => {
+                    iface.peers.clear();
+                    state.interfaces.insert(name, iface);
+                }
+                Err(why) => bad.push(("tracker_interfaces", rowid, describe(&name), why)),
             }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rowid, interface, key, data FROM tracker_peers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Value>(1)?,
+                r.get::<_, Value>(2)?,
+                r.get::<_, Value>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (rowid, iface, key, data) = row?;
+            let read = (|| {
+                let iface = text(&iface).ok_or("the interface is not text")?;
+                let key = match &key {
+                    Value::Blob(b) => PublicKey::from_slice(b).map_err(|e| e.to_string())?,
+                    _ => return Err("the key is not a blob".to_string()),
+                };
+                let data = text(&data).ok_or("the data is not text")?;
+                let peer: PeerState = serde_json::from_str(&data).map_err(|e| e.to_string())?;
+                Ok::<_, String>((iface, key, peer))
+            })();
+            match read {
+                Ok((iface, key, peer)) => {
+                    if let Some(i) = state.interfaces.get_mut(&iface) {
+                        i.peers.insert(key, peer);
+                    }
+                }
+                Err(why) => bad.push(("tracker_peers", rowid, describe(&iface), why)),
+            }
+        }
+        drop(stmt);
+        for (table, rowid, about, why) in bad {
+            self.quarantine(table, rowid, &why)?;
+            tracing::warn!(
+                database = %self.path.display(), table, rowid, interface = %about, reason = %why,
+                "unreadable tracker state row moved to the quarantine table; that peer or interface is tracked afresh"
+            );
         }
         let meta = read_meta(&self.conn, "tracker_meta")?;
         if let Some(meta) = meta {
-            let meta: TrackerMeta =
-                serde_json::from_str(&meta).map_err(|e| StoreError::Corrupt {
-                    what: "tracker state's filter".to_string(),
-                    message: e.to_string(),
-                })?;
-            state.filter = meta.filter;
-            state.unbaselined = meta.unbaselined;
+            match serde_json::from_str::<TrackerMeta>(&meta) {
+                Ok(meta) => {
+                    state.filter = meta.filter;
+                    state.unbaselined = meta.unbaselined;
+                }
+                Err(e) => {
+                    let rowid: i64 = self.conn.query_row(
+                        "SELECT rowid FROM meta WHERE key = 'tracker_meta'",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    self.quarantine("meta", rowid, &e.to_string())?;
+                    tracing::warn!(
+                        database = %self.path.display(), reason = %e,
+                        "unreadable tracker filter moved to the quarantine table; the configured filter applies"
+                    );
+                }
+            }
         }
         Ok(Some(state))
     }
@@ -332,6 +472,19 @@ impl Store {
     /// it (`routes[i]` for `events[i]`), the tracker state changes, then the
     /// bound. One transaction.
     pub fn commit_poll(
+        &mut self,
+        events: &[Event],
+        routes: &[Vec<String>],
+        state: &State,
+        changes: &Changes,
+        now: DateTime<Utc>,
+        max_pending: u64,
+    ) -> Result<Committed, StoreError> {
+        self.commit_poll_unnamed(events, routes, state, changes, now, max_pending)
+            .map_err(|e| e.at(&self.path))
+    }
+
+    fn commit_poll_unnamed(
         &mut self,
         events: &[Event],
         routes: &[Vec<String>],
@@ -358,6 +511,7 @@ impl Store {
                     continue;
                 }
                 let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
+                    path: PathBuf::new(),
                     what: format!("event {}", event.id),
                     message: e.to_string(),
                 })?;
@@ -382,6 +536,10 @@ impl Store {
 
     /// Records the outcomes of attempts, in one transaction.
     pub fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError> {
+        self.record_unnamed(outcomes).map_err(|e| e.at(&self.path))
+    }
+
+    fn record_unnamed(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -446,6 +604,10 @@ impl Store {
 
     /// The pending deliveries of one webhook, oldest first.
     pub fn pending(&self, webhook: &str) -> Result<Vec<Pending>, StoreError> {
+        self.pending_unnamed(webhook).map_err(|e| e.at(&self.path))
+    }
+
+    fn pending_unnamed(&self, webhook: &str) -> Result<Vec<Pending>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT d.seq, e.body, e.created_at, d.attempts, d.next_attempt
              FROM deliveries d JOIN events e ON e.seq = d.seq
@@ -472,8 +634,13 @@ impl Store {
                     next_attempt: from_millis(next),
                 }),
                 Err(e) => {
-                    // Reported and skipped: one bad row must not stop delivery.
-                    tracing::error!(seq, webhook, error = %e, "unreadable event in the outbox; skipping it");
+                    // Moved aside, reported once: one bad row must not stop
+                    // the delivery of the others.
+                    self.quarantine("events", seq, &e.to_string())?;
+                    tracing::error!(
+                        database = %self.path.display(), seq, webhook, error = %e,
+                        "unreadable event moved from the outbox to the quarantine table; it cannot be delivered"
+                    );
                 }
             }
         }
@@ -482,6 +649,11 @@ impl Store {
 
     /// Webhook names that have pending deliveries, with their counts.
     pub fn pending_webhooks(&self) -> Result<HashMap<String, u64>, StoreError> {
+        self.pending_webhooks_unnamed()
+            .map_err(|e| e.at(&self.path))
+    }
+
+    fn pending_webhooks_unnamed(&self) -> Result<HashMap<String, u64>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT webhook, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY webhook",
         )?;
@@ -491,6 +663,10 @@ impl Store {
 
     /// Every pending and given-up delivery (optionally of one webhook).
     pub fn list(&self, webhook: Option<&str>) -> Result<Vec<Listed>, StoreError> {
+        self.list_unnamed(webhook).map_err(|e| e.at(&self.path))
+    }
+
+    fn list_unnamed(&self, webhook: Option<&str>) -> Result<Vec<Listed>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT d.webhook, d.state, e.id, e.name, e.body, e.created_at, d.attempts,
                     d.next_attempt, d.last_status, d.last_error
@@ -524,6 +700,16 @@ impl Store {
     /// one webhook, or the given event ids). Returns how many. Runs in
     /// batches of [`CLI_BATCH`] (see the module doc), each durable on its own.
     pub fn requeue(
+        &mut self,
+        webhook: Option<&str>,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.requeue_unnamed(webhook, ids, now)
+            .map_err(|e| e.at(&self.path))
+    }
+
+    fn requeue_unnamed(
         &mut self,
         webhook: Option<&str>,
         ids: &[String],
@@ -563,6 +749,10 @@ impl Store {
     /// stay). Returns the number of deliveries removed. Runs in batches of
     /// [`CLI_BATCH`] events (see the module doc), each durable on its own.
     pub fn purge(&mut self) -> Result<usize, StoreError> {
+        self.purge_unnamed().map_err(|e| e.at(&self.path))
+    }
+
+    fn purge_unnamed(&mut self) -> Result<usize, StoreError> {
         let last: Option<i64> = self
             .conn
             .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
@@ -606,11 +796,50 @@ impl Store {
         }
     }
 
+    /// Moves row `rowid` of `table` into the quarantine table (with its
+    /// content as JSON and `why`), in one transaction. Events leave with
+    /// their deliveries.
+    fn quarantine(&self, table: &str, rowid: i64, why: &str) -> Result<(), StoreError> {
+        // Each column as an SQL literal (quote()), whatever its type.
+        let columns = match table {
+            "events" => "quote(seq), quote(id), quote(name), quote(created_at), quote(body)",
+            "tracker_interfaces" => "quote(name), quote(data)",
+            "tracker_peers" => "quote(interface), quote(key), quote(data)",
+            _ => "quote(key), quote(value)",
+        };
+        let tx = self.conn.unchecked_transaction()?;
+        let row: String = tx.query_row(
+            &format!("SELECT json_array({columns}) FROM {table} WHERE rowid = ?1"),
+            [rowid],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO quarantine(at, source, row, reason) VALUES (?1, ?2, ?3, ?4)",
+            params![millis(Utc::now()), table, row, why],
+        )?;
+        if table == "events" {
+            tx.execute("DELETE FROM deliveries WHERE seq = ?1", [rowid])?;
+        }
+        tx.execute(&format!("DELETE FROM {table} WHERE rowid = ?1"), [rowid])?;
+        tx.commit()?;
+        self.quarantined.set(self.quarantined.get() + 1);
+        Ok(())
+    }
+
+    /// Rows moved to quarantine since the last call (for the metric).
+    pub fn take_quarantined(&self) -> u64 {
+        self.quarantined.replace(0)
+    }
+
     /// SQLite's `data_version`: it changes when another connection (a
     /// `wghook outbox` command) committed to the database, never for this
     /// connection's own writes. The running daemon polls it to see `purge`
     /// and `retry` at once.
     pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.data_version_unnamed().map_err(|e| e.at(&self.path))
+    }
+
+    fn data_version_unnamed(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))?)
@@ -618,6 +847,11 @@ impl Store {
 
     /// Number of given-up deliveries of one webhook.
     pub fn given_up_count(&self, webhook: &str) -> Result<u64, StoreError> {
+        self.given_up_count_unnamed(webhook)
+            .map_err(|e| e.at(&self.path))
+    }
+
+    fn given_up_count_unnamed(&self, webhook: &str) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*) FROM deliveries WHERE webhook = ?1 AND state = 'given_up'",
             [webhook],
@@ -627,6 +861,10 @@ impl Store {
 
     /// Number of events with at least one pending delivery.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
+        self.pending_count_unnamed().map_err(|e| e.at(&self.path))
+    }
+
+    fn pending_count_unnamed(&self) -> Result<u64, StoreError> {
         Ok(self.conn.query_row(
             "SELECT COUNT(DISTINCT seq) FROM deliveries WHERE state = 'pending'",
             [],
@@ -639,6 +877,7 @@ impl Store {
 fn save_state(tx: &Transaction<'_>, state: &State, changes: &Changes) -> Result<(), StoreError> {
     let to_json = |what: &str, v: &dyn erased::Json| {
         v.json().map_err(|e| StoreError::Corrupt {
+            path: PathBuf::new(),
             what: what.to_string(),
             message: e.to_string(),
         })
@@ -933,6 +1172,140 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let loaded = store.load_state().unwrap().unwrap();
         assert_eq!(without_counters(loaded), without_counters(state.unwrap()));
+    }
+
+    /// Regression: one unreadable `tracker_peers` row made `load_state`
+    /// fail, so the daemon could not start, and `purge` could not clear it.
+    #[test]
+    fn an_unreadable_state_row_is_quarantined_and_the_rest_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let snap = snapshot(&[(1, Some(-5), 10), (2, Some(-5), 20), (3, None, 0)]);
+        let tracked = track_changes(None, &snap, at(0), &settings());
+        let routes = hooks(&tracked.events, &["a"]);
+        store
+            .commit_poll(
+                &tracked.events,
+                &routes,
+                &tracked.state,
+                &tracked.changes,
+                at(0),
+                1000,
+            )
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE tracker_peers SET data = '{not json' WHERE key = ?1",
+                [PublicKey([2; 32]).0.to_vec()],
+            )
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE tracker_peers SET key = x'0102' WHERE key = ?1",
+                [PublicKey([3; 32]).0.to_vec()],
+            )
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store
+            .load_state()
+            .expect("loads despite two bad rows")
+            .unwrap();
+        assert_eq!(loaded.peer_count(), 1, "the good peer");
+        assert_eq!(store.take_quarantined(), 2);
+        let moved: Vec<(String, String)> = store
+            .conn
+            .prepare("SELECT source, reason FROM quarantine ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert!(moved.iter().all(|(t, _)| t == "tracker_peers"), "{moved:?}");
+        // Once moved, loading again is clean.
+        assert_eq!(store.load_state().unwrap().unwrap().peer_count(), 1);
+        assert_eq!(store.take_quarantined(), 0);
+    }
+
+    #[test]
+    fn an_unreadable_event_is_quarantined_and_the_others_are_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let events: Vec<Event> = (0..3)
+            .map(|n| crate::event::test_interface_event(n, at(0)))
+            .collect();
+        let routes = hooks(&events, &["a"]);
+        store
+            .commit_poll(
+                &events,
+                &routes,
+                &State::empty(),
+                &Changes::default(),
+                at(0),
+                1000,
+            )
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE events SET body = 'garbage' WHERE id = ?1",
+                [events[1].id.to_string()],
+            )
+            .unwrap();
+        let pending = store.pending("a").unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(store.take_quarantined(), 1);
+        assert_eq!(store.pending("a").unwrap().len(), 2);
+        assert_eq!(store.take_quarantined(), 0, "reported once");
+    }
+
+    /// Every outbox error names the database file.
+    #[test]
+    fn errors_name_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.conn.execute_batch("DROP TABLE deliveries").unwrap();
+        let err = store.pending("a").unwrap_err().to_string();
+        assert!(
+            err.contains(&dir.path().join(DB_FILE).display().to_string()),
+            "{err}"
+        );
+    }
+
+    /// The database and its WAL files are the owner's alone, whatever the
+    /// umask (they hold the tracker state and the events).
+    #[test]
+    fn the_database_and_its_wal_files_are_0600_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: umask only changes the process's file creation mask.
+        let old = unsafe { libc::umask(0) };
+        let opened = Store::open(dir.path());
+        unsafe { libc::umask(old) };
+        let mut store = opened.unwrap();
+        let events = vec![crate::event::test_interface_event(1, at(0))];
+        let routes = hooks(&events, &["a"]);
+        store
+            .commit_poll(
+                &events,
+                &routes,
+                &State::empty(),
+                &Changes::default(),
+                at(0),
+                1000,
+            )
+            .unwrap();
+        for name in [DB_FILE, "wghook.db-wal", "wghook.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
     }
 
     #[test]
@@ -1438,7 +1811,7 @@ mod bounds_and_locks {
             )
         };
         let err = commit().unwrap_err();
-        assert!(matches!(err, StoreError::Busy(_)), "{err:?}");
+        assert!(matches!(err, StoreError::Busy { .. }), "{err:?}");
         assert!(err.is_retriable());
         assert!(err.to_string().contains("wghook outbox"), "{err}");
         cli.conn.execute_batch("ROLLBACK").unwrap();
