@@ -21,6 +21,7 @@ use crate::backend::netlink::KernelBackend;
 use crate::backend::sim::{Scenario, SimBackend};
 use crate::backend::uapi::UapiBackend;
 use crate::backend::{Backend, POLL_DEADLINE, POLL_GRACE};
+use crate::clock::ClockSteps;
 use crate::config::{BackendKind, Config};
 use crate::delivery::http::HttpSender;
 use crate::delivery::outbox::Store;
@@ -127,6 +128,7 @@ pub async fn run_with_backend(
     let metrics_server = MetricsServer::start(&config).await?;
     let log_level = options.default_log_level.unwrap_or("info");
     let mut daemon = Daemon::start(config, backend, metrics_server.metrics.clone(), log_level)?;
+    daemon.detect_steps = matches!(options.clock, Clock::System);
     // The watchdog is fed from a task of its own, whatever a poll does, for
     // as long as the loop below shows progress (its heartbeat).
     let heartbeat = Heartbeat::new();
@@ -331,6 +333,14 @@ struct Daemon {
     state: Option<State>,
     polls: u64,
     ready: bool,
+    /// Whether `now` is the wall clock, so that steps can be told (not the
+    /// demo's virtual clock).
+    detect_steps: bool,
+    /// The monotonic and wall clocks at the previous poll.
+    last_clock: Option<(std::time::Instant, DateTime<Utc>)>,
+    /// A step seen before a poll that then failed: applied at the next.
+    pending_step: Option<TimeDelta>,
+    steps: ClockSteps,
 }
 
 impl Daemon {
@@ -380,6 +390,10 @@ impl Daemon {
             state: saved,
             polls: 0,
             ready: false,
+            detect_steps: false,
+            last_clock: None,
+            pending_step: None,
+            steps: ClockSteps::default(),
         })
     }
 
@@ -390,6 +404,20 @@ impl Daemon {
     async fn poll(&mut self, now: DateTime<Utc>) -> anyhow::Result<usize> {
         self.polls += 1;
         let started = std::time::Instant::now();
+        if self.detect_steps {
+            if let Some((mono, wall)) = self.last_clock {
+                if let Some(step) = crate::clock::step_between(now - wall, started - mono) {
+                    tracing::warn!(
+                        step_s = step.num_seconds(),
+                        "the wall clock was stepped between two polls; handshakes stamped before \
+                         the step are shifted by it, so no peer connects or disconnects because of it"
+                    );
+                    let total = self.pending_step.unwrap_or_default() + step;
+                    self.pending_step = Some(total);
+                }
+            }
+            self.last_clock = Some((started, now));
+        }
         let read = tokio::time::timeout(
             POLL_DEADLINE + POLL_GRACE,
             self.backend.poll(now, &self.settings.filter),
@@ -414,6 +442,11 @@ impl Daemon {
                 return Ok(0);
             }
         };
+        let mut snapshot = snapshot;
+        if let Some(step) = self.pending_step.take() {
+            self.steps.stepped(step, &snapshot, self.state.as_mut());
+        }
+        self.steps.apply(&mut snapshot);
         crate::faults::poll_succeeded(self.backend.name());
         crate::faults::interfaces_read(snapshot.interfaces.iter().map(|i| i.name.as_str()));
         let prev = self.state.take();
@@ -938,5 +971,49 @@ mod tests {
         // The peer is tracked afresh; the daemon runs.
         d.poll(at(2)).await.expect("poll");
         assert_eq!(d.state.as_ref().map(State::peer_count), Some(1));
+    }
+
+    /// Polls at wall time `wall`, as if `mono` seconds of monotonic time had
+    /// passed since the previous poll (the test cannot wait them).
+    async fn poll_after(d: &mut Daemon, mono: u64, wall: i64) -> usize {
+        if let Some((_, prev)) = d.last_clock {
+            let earlier = std::time::Instant::now() - Duration::from_secs(mono);
+            d.last_clock = Some((earlier, prev));
+        }
+        d.poll(at(wall)).await.expect("poll")
+    }
+
+    /// Regression: a wall clock stepped forward by an hour made every
+    /// handshake look an hour old (a disconnect for every peer); stepped
+    /// back, it made them look in the future (disconnects late by an hour).
+    #[tokio::test]
+    async fn a_clock_step_neither_disconnects_peers_nor_delays_real_disconnects() {
+        for step in [3600i64, -3600] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut d = daemon(dir.path(), vec![Ok(snapshot(Some(0)))]);
+            d.detect_steps = true;
+            assert_eq!(poll_after(&mut d, 0, 1).await, 1, "the connect");
+            assert_eq!(poll_after(&mut d, 10, 11).await, 0);
+            // The step: 10 s pass, the wall clock says 10 s + step.
+            assert_eq!(
+                poll_after(&mut d, 10, 21 + step).await,
+                0,
+                "step {step}: no disconnect"
+            );
+            assert_eq!(d.state.as_ref().map(State::connected_count), Some(1));
+            assert_eq!(
+                poll_after(&mut d, 100, 121 + step).await,
+                0,
+                "still connected"
+            );
+            // 181 s after the handshake, on the present clock: the threshold
+            // (180 s) passed.
+            assert_eq!(
+                poll_after(&mut d, 60, 181 + step).await,
+                1,
+                "step {step}: the real disconnect, on time"
+            );
+            assert_eq!(d.state.as_ref().map(State::connected_count), Some(0));
+        }
     }
 }

@@ -1,0 +1,139 @@
+//! Wall-clock steps between polls, and the handshakes they would misdate.
+//!
+//! WireGuard stamps a peer's latest handshake with the wall clock of the
+//! moment it happened, and that stamp does not move when the clock is
+//! stepped (an NTP correction, a VM resumed, an operator's `date -s`).
+//! Left alone, a step forward by D makes every handshake look D older (a
+//! disconnect storm if D exceeds the threshold) and a step back makes them
+//! look in the future. So the daemon compares, between two polls, the
+//! monotonic time elapsed with the wall time elapsed; a difference over
+//! [`STEP_THRESHOLD`] is a step, logged once at WARN. Handshakes unchanged
+//! since the poll before the step were stamped on the old clock: they are
+//! shifted by the step onto the present clock, until the peer handshakes
+//! again (then its stamp is on the present clock). Handshakes that changed
+//! meanwhile (boringtun reports ages, so its stamps always follow `now`)
+//! are left as they are.
+//!
+//! Plain data: the caller measures the clocks and passes the step in.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::model::{PublicKey, Snapshot};
+use crate::tracker::State;
+
+/// A gap between monotonic and wall time elapsed larger than this, between
+/// two polls, is a clock step (NTP slews at most 0.5 ms a second).
+pub const STEP_THRESHOLD: TimeDelta = TimeDelta::seconds(2);
+
+/// The step between two polls, if the wall clock moved by more than
+/// [`STEP_THRESHOLD`] apart from the monotonic time elapsed.
+pub fn step_between(
+    wall_elapsed: TimeDelta,
+    mono_elapsed: std::time::Duration,
+) -> Option<TimeDelta> {
+    let mono = TimeDelta::from_std(mono_elapsed).unwrap_or(TimeDelta::MAX);
+    let step = wall_elapsed.checked_sub(&mono)?;
+    (step.abs() > STEP_THRESHOLD).then_some(step)
+}
+
+/// Handshakes stamped before a clock step, and how far to shift them.
+#[derive(Debug, Default)]
+pub struct ClockSteps {
+    /// (interface, peer) -> (the handshake as reported, the shift to add).
+    shifts: HashMap<(String, PublicKey), (DateTime<Utc>, TimeDelta)>,
+}
+
+impl ClockSteps {
+    /// Records a step of `step` seen before this poll: every peer of
+    /// `snapshot` whose handshake is the one `state` (the previous poll's,
+    /// already corrected) holds was stamped on the old clock. Their
+    /// remembered handshake and session start move by the step too, so the
+    /// tracker sees the same handshake, now on the present clock.
+    pub fn stepped(&mut self, step: TimeDelta, snapshot: &Snapshot, state: Option<&mut State>) {
+        let Some(state) = state else {
+            return;
+        };
+        let moved = |t: Option<DateTime<Utc>>| t.map(|t| t.checked_add_signed(step).unwrap_or(t));
+        for iface in &snapshot.interfaces {
+            let Some(known) = state.interfaces.get_mut(&iface.name) else {
+                continue;
+            };
+            for peer in &iface.peers {
+                let Some(raw) = peer.last_handshake else {
+                    continue;
+                };
+                let key = (iface.name.clone(), peer.public_key);
+                let shift = match self.shifts.get(&key) {
+                    Some((r, d)) if *r == raw => *d,
+                    _ => TimeDelta::zero(),
+                };
+                let stored = known
+                    .peers
+                    .get(&peer.public_key)
+                    .and_then(|p| p.peer.last_handshake);
+                if raw.checked_add_signed(shift) == stored && stored.is_some() {
+                    let total = shift.checked_add(&step).unwrap_or(shift);
+                    self.shifts.insert(key, (raw, total));
+                    if let Some(p) = known.peers.get_mut(&peer.public_key) {
+                        p.peer.last_handshake = moved(p.peer.last_handshake);
+                        p.session_start = moved(p.session_start);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shifts the handshakes of `snapshot` stamped before a step onto the
+    /// present clock; forgets a peer once it reports another handshake (or
+    /// is gone). Costs nothing when no step was seen.
+    pub fn apply(&mut self, snapshot: &mut Snapshot) {
+        if self.shifts.is_empty() {
+            return;
+        }
+        let mut seen = 0;
+        for iface in &mut snapshot.interfaces {
+            for peer in &mut iface.peers {
+                let key = (iface.name.clone(), peer.public_key);
+                let Some(&(raw, shift)) = self.shifts.get(&key) else {
+                    continue;
+                };
+                if peer.last_handshake == Some(raw) {
+                    peer.last_handshake = raw.checked_add_signed(shift).or(Some(raw));
+                    seen += 1;
+                } else {
+                    self.shifts.remove(&key);
+                }
+            }
+        }
+        if seen < self.shifts.len() {
+            // Some peers (or their interfaces) are gone, or unreadable this
+            // poll: keep the unreadable ones, drop the rest.
+            let present: std::collections::HashSet<&str> = snapshot
+                .interfaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .chain(snapshot.unreadable.iter().map(String::as_str))
+                .collect();
+            let peers: std::collections::HashSet<(&str, PublicKey)> = snapshot
+                .interfaces
+                .iter()
+                .flat_map(|i| i.peers.iter().map(move |p| (i.name.as_str(), p.public_key)))
+                .collect();
+            self.shifts.retain(|(iface, key), _| {
+                snapshot.unreadable.iter().any(|u| u == iface)
+                    || (present.contains(iface.as_str()) && peers.contains(&(iface.as_str(), *key)))
+            });
+        }
+    }
+
+    /// Number of peers whose handshake is being shifted.
+    pub fn len(&self) -> usize {
+        self.shifts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shifts.is_empty()
+    }
+}
