@@ -4,6 +4,7 @@ mod cli;
 mod daemon;
 mod e2e;
 mod formats;
+mod fuzz_corpus;
 mod outbox;
 mod ping_e2e;
 mod pipeline;
