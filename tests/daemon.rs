@@ -64,6 +64,18 @@ impl Daemon {
         s
     }
 
+    /// The metrics URL the daemon logs (it listens on port 0).
+    async fn metrics_url(&self) -> String {
+        self.wait_log("metrics served at ", Duration::from_secs(10))
+            .await;
+        self.log()
+            .split("metrics served at ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the metrics address in the log")
+            .to_string()
+    }
+
     /// Waits until the log contains `needle` (async: the receivers run on
     /// this test's runtime and must keep answering meanwhile).
     async fn wait_log(&self, needle: &str, timeout: Duration) {
@@ -358,16 +370,7 @@ async fn metrics_match_a_known_scenario() {
     );
     let daemon = Daemon::start(&config, dir.path(), &[]);
     // Port 0: the kernel picks a free port, and wghook logs the one it got.
-    daemon
-        .wait_log("metrics served at ", Duration::from_secs(10))
-        .await;
-    let log = daemon.log();
-    let url = log
-        .split("metrics served at ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the metrics address in the log")
-        .to_string();
+    let url = daemon.metrics_url().await;
     receiver
         .wait_until(Duration::from_secs(10), "the expected webhooks", |r| {
             r.iter().filter(|x| x.kind() == "peer.connect").count() == 2
@@ -531,16 +534,7 @@ async fn a_flood_of_idle_metrics_connections_starves_nothing() {
     // The daemon gets 256 file descriptors, so a flood of 600 would use
     // them all without the bound.
     let daemon = Daemon::start_under(&["prlimit", "--nofile=256:256"], &config, dir.path(), &[]);
-    daemon
-        .wait_log("metrics served at ", Duration::from_secs(10))
-        .await;
-    let log = daemon.log();
-    let url = log
-        .split("metrics served at ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("the metrics address in the log")
-        .to_string();
+    let url = daemon.metrics_url().await;
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")

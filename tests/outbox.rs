@@ -1202,22 +1202,36 @@ fn run_live(
     (stop, task)
 }
 
-/// Regression: `wghook outbox purge` deleted the events from the file, but
-/// the running daemon kept retrying them from memory (and `wghook outbox`
-/// then said nothing was pending).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_purge_stops_a_running_daemons_retries_within_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    receiver.respond_with(500);
+/// The daemon on TWO_PEERS in `dir`, in this process, delivering to
+/// `receiver` (answering `status`), retried every 100 ms.
+fn live(
+    dir: &Path,
+    receiver: &Receiver,
+    status: u16,
+) -> (
+    PathBuf,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    receiver.respond_with(status);
     let cfg = setup(
-        dir.path(),
+        dir,
         TWO_PEERS,
         &format!("webhook:\n  url: {}\n", receiver.url),
         "  shutdown_timeout: 2s\n  retry:\n    delays: [0s, 100ms]\n",
         "  announce_on_start: all\n",
     );
     let (stop, task) = run_live(load(&cfg));
+    (cfg, stop, task)
+}
+
+/// Regression: `wghook outbox purge` deleted the events from the file, but
+/// the running daemon kept retrying them from memory (and `wghook outbox`
+/// then said nothing was pending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_purge_stops_a_running_daemons_retries_within_seconds() {
+    let (dir, receiver) = (tempfile::tempdir().unwrap(), Receiver::start().await);
+    let (cfg, stop, task) = live(dir.path(), &receiver, 500);
     receiver
         .wait_until(Duration::from_secs(10), "retries", |r| r.len() >= 10)
         .await;
@@ -1234,17 +1248,8 @@ async fn outbox_purge_stops_a_running_daemons_retries_within_seconds() {
 /// but a running daemon only sent them after its next restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbox_retry_is_sent_by_a_running_daemon_within_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start().await;
-    receiver.respond_with(400);
-    let cfg = setup(
-        dir.path(),
-        TWO_PEERS,
-        &format!("webhook:\n  url: {}\n", receiver.url),
-        "  shutdown_timeout: 2s\n  retry:\n    delays: [0s, 100ms]\n",
-        "  announce_on_start: all\n",
-    );
-    let (stop, task) = run_live(load(&cfg));
+    let (dir, receiver) = (tempfile::tempdir().unwrap(), Receiver::start().await);
+    let (cfg, stop, task) = live(dir.path(), &receiver, 400);
     // interface.create, two peer.create, two peer.connect: all given up.
     let deadline = Instant::now() + Duration::from_secs(10);
     while outbox_json(&cfg)

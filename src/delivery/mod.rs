@@ -1066,6 +1066,16 @@ mod tests {
         r.delivery.shutdown().await;
     }
 
+    /// Commits one interface event; returns its id.
+    fn commit_one(r: &Running) -> uuid::Uuid {
+        let e = event(1);
+        let id = e.id;
+        r.delivery
+            .commit(vec![e], &State::empty(), &Changes::default())
+            .unwrap();
+        id
+    }
+
     /// The state of event `id` in the outbox (`pending`, `given_up`), or
     /// `None` once delivered.
     fn state_of(store: &Mutex<Store>, id: uuid::Uuid) -> Option<String> {
@@ -1130,11 +1140,7 @@ mod tests {
         let r = start("", |_, _| {
             Some(AttemptResult::Invalid("cannot render the body".into()))
         });
-        let e = event(1);
-        let id = e.id;
-        r.delivery
-            .commit(vec![e], &State::empty(), &Changes::default())
-            .unwrap();
+        let id = commit_one(&r);
         let store = &r.store;
         until("the event to be given up", || {
             state_of(store, id).as_deref() == Some("given_up")
@@ -1168,11 +1174,7 @@ mod tests {
             },
             stepped,
         );
-        let e = event(1);
-        let id = e.id;
-        r.delivery
-            .commit(vec![e], &State::empty(), &Changes::default())
-            .unwrap();
+        let id = commit_one(&r);
         let store = &r.store;
         until("the retry to be delivered", || {
             r.sender.calls.load(Ordering::SeqCst) >= 2 && state_of(store, id).is_none()

@@ -1174,6 +1174,21 @@ mod tests {
         assert_eq!(without_counters(loaded), without_counters(state.unwrap()));
     }
 
+    /// Commits `events` (for webhook `a`) with no state change.
+    fn commit_events(store: &mut Store, events: &[Event]) {
+        let routes = hooks(events, &["a"]);
+        store
+            .commit_poll(
+                events,
+                &routes,
+                &State::empty(),
+                &Changes::default(),
+                at(0),
+                1000,
+            )
+            .unwrap();
+    }
+
     /// Regression: one unreadable `tracker_peers` row made `load_state`
     /// fail, so the daemon could not start, and `purge` could not clear it.
     #[test]
@@ -1238,17 +1253,7 @@ mod tests {
         let events: Vec<Event> = (0..3)
             .map(|n| crate::event::test_interface_event(n, at(0)))
             .collect();
-        let routes = hooks(&events, &["a"]);
-        store
-            .commit_poll(
-                &events,
-                &routes,
-                &State::empty(),
-                &Changes::default(),
-                at(0),
-                1000,
-            )
-            .unwrap();
+        commit_events(&mut store, &events);
         store
             .conn
             .execute(
@@ -1288,17 +1293,7 @@ mod tests {
         unsafe { libc::umask(old) };
         let mut store = opened.unwrap();
         let events = vec![crate::event::test_interface_event(1, at(0))];
-        let routes = hooks(&events, &["a"]);
-        store
-            .commit_poll(
-                &events,
-                &routes,
-                &State::empty(),
-                &Changes::default(),
-                at(0),
-                1000,
-            )
-            .unwrap();
+        commit_events(&mut store, &events);
         for name in [DB_FILE, "wghook.db-wal", "wghook.db-shm"] {
             let mode = std::fs::metadata(dir.path().join(name))
                 .unwrap()
