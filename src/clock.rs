@@ -137,3 +137,70 @@ impl ClockSteps {
         self.shifts.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Interface, Peer};
+    use std::time::Duration;
+
+    #[test]
+    fn only_a_gap_over_two_seconds_is_a_step() {
+        let s = |wall: i64, mono: u64| {
+            step_between(TimeDelta::milliseconds(wall), Duration::from_millis(mono))
+        };
+        assert_eq!(s(5_000, 5_000), None);
+        assert_eq!(s(6_900, 5_000), None, "slew and scheduling noise");
+        assert_eq!(s(3_605_000, 5_000), Some(TimeDelta::seconds(3600)));
+        assert_eq!(s(-3_595_000, 5_000), Some(TimeDelta::seconds(-3600)));
+    }
+
+    fn snap(hs: i64) -> Snapshot {
+        Snapshot {
+            interfaces: vec![Interface {
+                name: "wgstep".into(),
+                peers: vec![Peer {
+                    public_key: PublicKey([4; 32]),
+                    last_handshake: DateTime::from_timestamp(hs, 0),
+                    ..Peer::default()
+                }],
+                ..Interface::default()
+            }],
+            unreadable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_shift_lasts_until_the_peer_handshakes_again_or_goes() {
+        let settings = crate::tracker::Settings {
+            connect_threshold: TimeDelta::seconds(180),
+            endpoint_updates: true,
+            announce_on_start: crate::tracker::Announce::All,
+            host: "h".into(),
+            filter: Default::default(),
+        };
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let mut state = crate::tracker::track(None, &snap(1_800_000_000), at(1), &settings).0;
+        let mut steps = ClockSteps::default();
+        let now = snap(1_800_000_000);
+        steps.stepped(TimeDelta::hours(1), &now, Some(&mut state));
+        assert_eq!(steps.len(), 1);
+        let mut shifted = now.clone();
+        steps.apply(&mut shifted);
+        assert_eq!(
+            shifted.interfaces[0].peers[0].last_handshake,
+            Some(at(3600)),
+            "the old stamp on the present clock"
+        );
+        // A new handshake is on the present clock: no shift, forgotten.
+        let mut again = snap(1_800_000_000 + 3700);
+        steps.apply(&mut again);
+        assert_eq!(again.interfaces[0].peers[0].last_handshake, Some(at(3700)));
+        assert!(steps.is_empty());
+        // A peer that goes is forgotten too.
+        steps.stepped(TimeDelta::hours(1), &now, Some(&mut state));
+        let mut gone = Snapshot::default();
+        steps.apply(&mut gone);
+        assert!(steps.is_empty());
+    }
+}
