@@ -756,6 +756,17 @@ fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Res
                     )?;
                 }
             }
+            if let (false, Some(store)) = (json, &store) {
+                let n = store.quarantined_count()?;
+                if n > 0 {
+                    writeln!(
+                        out,
+                        "{n} unreadable row{} moved aside: see the quarantine table of {}",
+                        if n == 1 { " was" } else { "s were" },
+                        store.path().display()
+                    )?;
+                }
+            }
         }
         Some(OutboxAction::Retry { webhook, ids }) => {
             // Only what the arguments name needs checking.

@@ -826,6 +826,13 @@ impl Store {
         Ok(())
     }
 
+    /// Rows in the quarantine table.
+    pub fn quarantined_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
+            .map_err(|e| StoreError::from(e).at(&self.path))
+    }
+
     /// Rows moved to quarantine since the last call (for the metric).
     pub fn take_quarantined(&self) -> u64 {
         self.quarantined.replace(0)
@@ -1240,6 +1247,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(moved.len(), 2, "{moved:?}");
+        assert_eq!(store.quarantined_count().unwrap(), 2);
         assert!(moved.iter().all(|(t, _)| t == "tracker_peers"), "{moved:?}");
         // Once moved, loading again is clean.
         assert_eq!(store.load_state().unwrap().unwrap().peer_count(), 1);
