@@ -141,6 +141,7 @@ impl ClockSteps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Event, EventKind};
     use crate::model::{Interface, Peer};
     use std::time::Duration;
 
@@ -202,5 +203,93 @@ mod tests {
         let mut gone = Snapshot::default();
         steps.apply(&mut gone);
         assert!(steps.is_empty());
+    }
+
+    /// The daemon's sequence (detect, `stepped`, `apply`, track) over
+    /// 400 s of polls every 5 s, the wall clock stepped by `d` between the
+    /// polls at 55 s and 60 s. Peer 1 handshook once at 0 s and goes
+    /// silent; peer 2 handshakes every 100 s. Returns the step count and
+    /// every event after the first poll with the poll's offset.
+    fn run_with_step(d: i64, correct: bool) -> (usize, Vec<(i64, Event)>) {
+        let settings = crate::tracker::Settings {
+            connect_threshold: TimeDelta::seconds(180),
+            endpoint_updates: true,
+            announce_on_start: crate::tracker::Announce::Connected,
+            host: "h".into(),
+            filter: Default::default(),
+        };
+        let base = 1_800_000_000;
+        let wall_at = |t: i64| {
+            let off = if t >= 60 { d } else { 0 };
+            DateTime::from_timestamp(base + t + off, 0).unwrap()
+        };
+        let peer = |k: u8, hs: DateTime<Utc>| Peer {
+            public_key: PublicKey([k; 32]),
+            last_handshake: Some(hs),
+            ..Peer::default()
+        };
+        let mut state = None;
+        let mut steps = ClockSteps::default();
+        let mut last: Option<(Duration, DateTime<Utc>)> = None;
+        let (mut stepped, mut out) = (0, Vec::new());
+        for t in (0..=400).step_by(5) {
+            let (mono, wall) = (Duration::from_secs(t as u64), wall_at(t));
+            let mut snapshot = Snapshot {
+                interfaces: vec![Interface {
+                    name: "wgstorm".into(),
+                    peers: vec![peer(1, wall_at(0)), peer(2, wall_at(t / 100 * 100))],
+                    ..Interface::default()
+                }],
+                unreadable: Vec::new(),
+            };
+            if let Some((m, w)) = last {
+                if let Some(step) = step_between(wall - w, mono - m) {
+                    stepped += 1;
+                    if correct {
+                        steps.stepped(step, &snapshot, state.as_mut());
+                    }
+                }
+            }
+            last = Some((mono, wall));
+            steps.apply(&mut snapshot);
+            let (next, events) = crate::tracker::track(state, &snapshot, wall, &settings);
+            state = Some(next);
+            if t > 0 {
+                out.extend(events.into_iter().map(|e| (t, e)));
+            }
+        }
+        (stepped, out)
+    }
+
+    #[test]
+    fn a_step_forward_or_back_causes_no_storm_and_a_real_disconnect_comes_on_time() {
+        for d in [3600, -3600] {
+            let (stepped, events) = run_with_step(d, true);
+            assert_eq!(stepped, 1, "step {d} s detected once");
+            let seen: Vec<_> = events
+                .iter()
+                .map(|(t, e)| (*t, e.kind, e.peer.as_ref().map(|p| p.peer.public_key.0[0])))
+                .collect();
+            // Peer 1's handshake (0 s) ages out at 180 s: the poll at 185 s
+            // reports it, ended at 180 s on the present clock.
+            assert_eq!(seen, [(185, EventKind::Disconnect, Some(1))], "step {d} s");
+            assert_eq!(
+                events[0].1.time,
+                DateTime::from_timestamp(1_800_000_000 + 180 + d, 0).unwrap(),
+                "step {d} s"
+            );
+        }
+    }
+
+    #[test]
+    fn without_the_shift_a_step_would_misdate_handshakes() {
+        // Pins what the test above guards against: forward, both peers
+        // disconnect at the step; back, peer 1's disconnect comes late.
+        let (_, forward) = run_with_step(3600, false);
+        assert!(forward
+            .iter()
+            .any(|(t, e)| *t == 60 && e.kind == EventKind::Disconnect));
+        let (_, back) = run_with_step(-3600, false);
+        assert!(!back.iter().any(|(t, _)| *t == 185));
     }
 }
