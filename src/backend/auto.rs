@@ -28,7 +28,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::stream::{self, StreamExt as _};
 
 use super::netlink::{apply_links, DeviceReader, KnownLinks, Link, LinkReader};
 use super::uapi::{UapiBackend, UapiError};
@@ -246,17 +245,13 @@ impl AutoBackend {
             },
             other => BackendError::Protocol(other.to_string()),
         })?;
-        let uapi = &self.uapi;
-        let deadline = uapi.deadline();
-        let results: Vec<_> = stream::iter(userspace_to_read(listed, &kernel_names, filter))
-            .map(|(name, socket)| async move {
-                let read = uapi
-                    .read_interface_until(&name, &socket, now, deadline)
-                    .await;
-                (name, read)
-            })
-            .buffer_unordered(UAPI_CONCURRENCY)
-            .collect()
+        let results = self
+            .uapi
+            .read_many(
+                userspace_to_read(listed, &kernel_names, filter),
+                now,
+                UAPI_CONCURRENCY,
+            )
             .await;
         let mut userspace = Vec::new();
         for (name, read) in results {

@@ -18,10 +18,11 @@
 //! - The reply buffer, which holds wireguard-go's private key, is wiped
 //!   after parsing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -86,6 +87,11 @@ pub struct UapiBackend {
     /// Limit of one whole poll: sockets not answered by then (hung, or
     /// still waiting for their turn) are unreadable for this poll.
     poll_deadline: Duration,
+    /// Interfaces whose last read hung (timed out after it began): the next
+    /// poll reads them after the others, so hung sockets queued first
+    /// cannot keep an answering interface from being reached by the
+    /// deadline poll after poll.
+    hung: Arc<Mutex<HashSet<String>>>,
 }
 
 impl UapiBackend {
@@ -95,6 +101,7 @@ impl UapiBackend {
             dirs,
             timeout,
             poll_deadline: super::POLL_DEADLINE,
+            hung: Arc::default(),
         }
     }
 
@@ -152,6 +159,56 @@ impl UapiBackend {
             .await
     }
 
+    /// `sockets` in the order to read them: those that hung at their last
+    /// read go last (each group keeps its order).
+    pub fn fair_order(&self, sockets: Vec<(String, PathBuf)>) -> Vec<(String, PathBuf)> {
+        let hung = self.hung.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut order, last): (Vec<_>, Vec<_>) =
+            sockets.into_iter().partition(|(n, _)| !hung.contains(n));
+        order.extend(last);
+        order
+    }
+
+    /// Reads `sockets` (up to `concurrency` at a time, in
+    /// [`Self::fair_order`]) until the poll's deadline, and remembers which
+    /// of them hung for the next poll's order.
+    pub async fn read_many(
+        &self,
+        sockets: Vec<(String, PathBuf)>,
+        now: DateTime<Utc>,
+        concurrency: usize,
+    ) -> Vec<(String, Result<Option<Interface>, UapiError>)> {
+        let deadline = self.deadline();
+        let results: Vec<_> = stream::iter(self.fair_order(sockets))
+            .map(|(name, socket)| async move {
+                let began = tokio::time::Instant::now();
+                let read = self
+                    .read_interface_until(&name, &socket, now, deadline)
+                    .await;
+                let hung = began < deadline
+                    && matches!(
+                        read,
+                        Err(UapiError::Timeout { .. } | UapiError::PollDeadline { .. })
+                    );
+                (name, read, hung)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let mut set = self.hung.lock().unwrap_or_else(|e| e.into_inner());
+        results
+            .into_iter()
+            .map(|(name, read, hung)| {
+                if hung {
+                    set.insert(name.clone());
+                } else if read.is_ok() {
+                    set.remove(&name);
+                }
+                (name, read)
+            })
+            .collect()
+    }
+
     /// [`Self::read_interface`], giving up at `deadline` (the poll's) if
     /// that comes before the request's own timeout.
     pub async fn read_interface_until(
@@ -162,6 +219,13 @@ impl UapiBackend {
         deadline: tokio::time::Instant,
     ) -> Result<Option<Interface>, UapiError> {
         let started = tokio::time::Instant::now();
+        if started >= deadline {
+            // Its turn came after the deadline: do not even connect.
+            return Err(UapiError::PollDeadline {
+                socket: socket.to_owned(),
+                deadline: self.poll_deadline,
+            });
+        }
         let until = deadline.min(started + self.timeout);
         let reply = match tokio::time::timeout_at(until, request(socket)).await {
             Err(_) if until == deadline => {
@@ -216,17 +280,11 @@ impl UapiBackend {
             },
             other => BackendError::Protocol(other.to_string()),
         })?;
-        let deadline = self.deadline();
-        let results: Vec<_> = stream::iter(sockets.into_iter().filter(|(n, _)| filter.allows(n)))
-            .map(|(name, socket)| async move {
-                let read = self
-                    .read_interface_until(&name, &socket, now, deadline)
-                    .await;
-                (name, read)
-            })
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
+        let sockets = sockets
+            .into_iter()
+            .filter(|(n, _)| filter.allows(n))
+            .collect();
+        let results = self.read_many(sockets, now, CONCURRENCY).await;
 
         let mut snapshot = Snapshot::default();
         for (name, read) in results {
@@ -406,6 +464,37 @@ mod tests {
         assert_eq!(snap.interfaces, vec![expected]);
         assert!(snap.unreadable.is_empty());
         assert_eq!(b.name(), "userspace");
+    }
+
+    /// Regression: with more hung sockets than a poll can wait out before
+    /// its deadline, an answering interface that sorts after them was never
+    /// reached, so it stayed unreadable at every poll. A poll ends at its
+    /// deadline; the next one reads the sockets that did not hang first.
+    #[tokio::test]
+    async fn hung_sockets_end_a_poll_at_its_deadline_and_never_starve_an_answering_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Sorted before `wgz`: 32 hung / 8 at a time * 200 ms > 500 ms.
+        let _hung: Vec<StdUnixListener> = (0..32)
+            .map(|i| StdUnixListener::bind(dir.path().join(format!("wga{i:02}.sock"))).unwrap())
+            .collect();
+        let _server = serve(dir.path(), "wgz", fixture("wireguard-go-two-peers.txt"));
+        let mut b = backend(&[dir.path()], Duration::from_millis(200))
+            .with_poll_deadline(Duration::from_millis(500));
+
+        let started = std::time::Instant::now();
+        let first = poll(&mut b, &InterfaceFilter::default()).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(first.unreadable.len() + first.interfaces.len(), 33);
+        for _ in 0..3 {
+            let next = poll(&mut b, &InterfaceFilter::default()).await;
+            let names: Vec<_> = next.interfaces.iter().map(|i| i.name.as_str()).collect();
+            assert_eq!(names, ["wgz"], "unreadable: {:?}", next.unreadable);
+            assert_eq!(next.unreadable.len(), 32);
+        }
     }
 
     #[tokio::test]
