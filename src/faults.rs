@@ -151,4 +151,47 @@ mod tests {
         assert_eq!(r.failed("wg0", t0), Log::First, "a new fault is new");
         assert_eq!(r.failed("wg1", t0), Log::First, "keys apart");
     }
+
+    /// The log lines themselves, through a real subscriber: 300 failing
+    /// polls in a row write one WARN; recovery writes one INFO.
+    #[test]
+    fn three_hundred_unreadable_polls_write_one_warn_then_one_info() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..300 {
+                interface_unreadable("wgfaultlog", &"no reply");
+                interfaces_read(["wgother"]);
+            }
+            interfaces_read(["wgfaultlog"]);
+            interfaces_read(["wgfaultlog"]);
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("wgfaultlog")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("WARN") && lines[0].contains("no reply"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("INFO") && lines[1].contains("readable again"),
+            "{text}"
+        );
+    }
 }
