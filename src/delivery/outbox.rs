@@ -266,7 +266,18 @@ fn read_meta(conn: &Connection, key: &str) -> Result<Option<String>, rusqlite::E
 impl Store {
     /// Opens (creating if needed) the outbox in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        Self::open_unnamed(dir).map_err(|e| e.at(&dir.join(DB_FILE)))
+        // Setting up a new database (WAL mode, tables) can meet another
+        // process doing the same; SQLite then answers "busy" at once rather
+        // than wait, so the set-up is tried again for up to the busy timeout.
+        let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::open_unnamed(dir) {
+                Err(e) if e.is_retriable() && std::time::Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.map_err(|e| e.at(&dir.join(DB_FILE))),
+            }
+        }
     }
 
     fn open_unnamed(dir: &Path) -> Result<Self, StoreError> {
@@ -330,8 +341,9 @@ impl Store {
         let version = read_meta(&conn, "schema")?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
+                // Another process may be creating the database too.
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema', ?1)",
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?1)",
                     [SCHEMA_VERSION.to_string()],
                 )?;
             }
@@ -1194,6 +1206,32 @@ mod tests {
                 1000,
             )
             .unwrap();
+    }
+
+    /// Regression: the daemon and a `wghook outbox` command opening a new
+    /// database at the same moment both wrote its schema row, and one
+    /// failed with "UNIQUE constraint failed: meta.key".
+    #[test]
+    fn opening_a_new_database_from_several_processes_at_once_succeeds() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            barrier.wait();
+                            Store::open(dir.path()).map(drop)
+                        })
+                    })
+                    .collect();
+                for open in opens {
+                    if let Err(e) = open.join().unwrap() {
+                        panic!("{e}");
+                    }
+                }
+            });
+        }
     }
 
     /// Regression: one unreadable `tracker_peers` row made `load_state`
