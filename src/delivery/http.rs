@@ -461,4 +461,24 @@ mod tests {
             attempt.result
         );
     }
+
+    /// A failed delivery's reason (logged, and shown by `wghook outbox`)
+    /// never carries the URL's path, which for a chat webhook is its secret.
+    #[tokio::test]
+    async fn a_delivery_error_does_not_show_the_url_path() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = sender(&format!(
+            "webhook:\n  url: http://127.0.0.1:{port}/services/T0/B0/S3cr3tPath\n"
+        ));
+        let attempt = s.send(&connect(), Utc::now()).await;
+        let AttemptResult::Failed(reason) = &attempt.result else {
+            panic!("nothing listens there: {:?}", attempt.result);
+        };
+        assert!(!reason.contains("S3cr3tPath"), "{reason}");
+        assert!(!attempt.reason().contains("S3cr3tPath"));
+    }
 }

@@ -1208,4 +1208,42 @@ mod tests {
             assert!(item.born <= mono, "an event is never born in the future");
         }
     }
+
+    /// The wall clock of the backward step test: the real one moved back by
+    /// `BACK_H` hours.
+    static BACK_H: AtomicI64 = AtomicI64::new(0);
+
+    fn stepped_back() -> DateTime<Utc> {
+        Utc::now() - chrono::TimeDelta::hours(BACK_H.load(Ordering::SeqCst))
+    }
+
+    /// A wall clock stepped back an hour between an attempt and its retry
+    /// does not delay the retry by an hour: due times are monotonic.
+    #[tokio::test]
+    async fn a_wall_clock_step_back_does_not_delay_retries() {
+        let r = start_on(
+            "",
+            |n, _| {
+                if n == 0 {
+                    status(500)
+                } else {
+                    status(200)
+                }
+            },
+            stepped_back,
+        );
+        let id = commit_one(&r);
+        let store = &r.store;
+        until("the first attempt", || {
+            r.sender.calls.load(Ordering::SeqCst) >= 1
+        })
+        .await;
+        BACK_H.store(1, Ordering::SeqCst);
+        // The retry is due 20 ms after the failure; `until` allows 10 s.
+        until("the retry to be delivered", || {
+            r.sender.calls.load(Ordering::SeqCst) >= 2 && state_of(store, id).is_none()
+        })
+        .await;
+        r.delivery.shutdown().await;
+    }
 }
