@@ -110,12 +110,6 @@ impl ClockSteps {
         if seen < self.shifts.len() {
             // Some peers (or their interfaces) are gone, or unreadable this
             // poll: keep the unreadable ones, drop the rest.
-            let present: std::collections::HashSet<&str> = snapshot
-                .interfaces
-                .iter()
-                .map(|i| i.name.as_str())
-                .chain(snapshot.unreadable.iter().map(String::as_str))
-                .collect();
             let peers: std::collections::HashSet<(&str, PublicKey)> = snapshot
                 .interfaces
                 .iter()
@@ -123,7 +117,7 @@ impl ClockSteps {
                 .collect();
             self.shifts.retain(|(iface, key), _| {
                 snapshot.unreadable.iter().any(|u| u == iface)
-                    || (present.contains(iface.as_str()) && peers.contains(&(iface.as_str(), *key)))
+                    || peers.contains(&(iface.as_str(), *key))
             });
         }
     }

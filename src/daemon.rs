@@ -423,18 +423,16 @@ impl Daemon {
             self.backend.poll(now, &self.settings.filter),
         )
         .await;
-        let failed: Option<String> = match &read {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some(format!(
-                "no answer within {:?} (the poll deadline)",
-                POLL_DEADLINE + POLL_GRACE
-            )),
-        };
-        let snapshot = match (read, failed) {
-            (Ok(Ok(snapshot)), _) => snapshot,
-            (_, failed) => {
-                let reason = failed.unwrap_or_default();
+        let snapshot = match read {
+            Ok(Ok(snapshot)) => snapshot,
+            failed => {
+                let reason = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!(
+                        "no answer within {:?} (the poll deadline)",
+                        POLL_DEADLINE + POLL_GRACE
+                    ),
+                };
                 crate::faults::poll_failed(self.backend.name(), &reason);
                 if let Some(m) = &self.metrics {
                     m.poll_error();

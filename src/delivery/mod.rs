@@ -279,7 +279,6 @@ impl Delivery {
                     sender,
                     schedule,
                     clocks,
-                    waited: std::collections::HashSet::new(),
                     max_in_flight: hook.max_in_flight,
                     queue,
                     outcomes: out_tx.clone(),
@@ -299,7 +298,7 @@ impl Delivery {
             }
         }
         let watcher = (!hooks.is_empty()).then(|| {
-            let targets: Vec<(String, mpsc::UnboundedSender<Ack>, Duration)> = hooks
+            let targets: Arc<[_]> = hooks
                 .iter()
                 .map(|h| (h.name.clone(), h.acks.clone(), h.max_delay))
                 .collect();
@@ -513,7 +512,7 @@ struct Record {
 /// database's order.
 async fn watch_outbox(
     store: Arc<Mutex<Store>>,
-    hooks: Vec<(String, mpsc::UnboundedSender<Ack>, Duration)>,
+    hooks: Arc<[(String, mpsc::UnboundedSender<Ack>, Duration)]>,
     clocks: Clocks,
 ) {
     let mut seen = lock(&store).data_version().ok();
@@ -522,7 +521,7 @@ async fn watch_outbox(
     loop {
         ticks.tick().await;
         let store = Arc::clone(&store);
-        let hooks = hooks.clone();
+        let hooks = Arc::clone(&hooks);
         let last = seen;
         // SQLite calls block: off the runtime's threads.
         let read = tokio::task::spawn_blocking(move || {
@@ -531,7 +530,7 @@ async fn watch_outbox(
             if Some(version) == last {
                 return Ok(version);
             }
-            for (name, acks, max_delay) in &hooks {
+            for (name, acks, max_delay) in hooks.iter() {
                 let pending = db
                     .pending(name)?
                     .into_iter()
@@ -591,8 +590,6 @@ struct Worker {
     sender: Arc<dyn Transport>,
     schedule: Schedule,
     clocks: Clocks,
-    /// Items already logged as sent ahead of an event they were to wait for.
-    waited: std::collections::HashSet<i64>,
     max_in_flight: usize,
     queue: Queue,
     outcomes: std::sync::mpsc::Sender<Record>,
@@ -644,7 +641,8 @@ impl Worker {
                     let Some(item) = self.queue.take_due(now_ms) else {
                         break;
                     };
-                    if self.queue.went_ahead(item.seq) && self.waited.insert(item.seq) {
+                    // Logged once: at its first attempt (retries go ahead too).
+                    if item.attempts == 0 && self.queue.went_ahead(item.seq) {
                         tracing::warn!(
                             webhook = self.sender.name(),
                             event_id = %item.event.id,
@@ -739,7 +737,6 @@ impl Worker {
             .count();
         for seq in &gone {
             self.queue.remove(*seq);
-            self.waited.remove(seq);
         }
         for item in pending {
             self.queue.push(item);
@@ -756,7 +753,6 @@ impl Worker {
     /// The writer has made a delivered or given-up outcome durable.
     fn confirmed(&mut self, seq: i64) {
         self.awaiting = self.awaiting.saturating_sub(1);
-        self.waited.remove(&seq);
         self.queue.remove(seq);
     }
 

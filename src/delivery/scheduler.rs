@@ -127,6 +127,9 @@ impl Queue {
             return;
         }
         let is_iface_event = item.event.peer.is_none();
+        // Only an item older than some pending one (re-queued by `wghook
+        // outbox retry`) can change another lane's cross wait.
+        let out_of_order = self.seqs.last().is_some_and(|&last| last > seq);
         let lanes = self
             .ifaces
             .entry(item.event.interface.name.clone())
@@ -160,9 +163,11 @@ impl Queue {
             self.unready(head);
         }
         self.consider(seq);
-        // A `create` (or a peer event) may hold back other lanes' heads.
-        let iface = self.slots[&seq].item.event.interface.name.clone();
-        self.wake_iface(&iface, is_iface_event);
+        if out_of_order {
+            // A `create` (or a peer event) may hold back other lanes' heads.
+            let iface = self.slots[&seq].item.event.interface.name.clone();
+            self.wake_iface(&iface, is_iface_event);
+        }
     }
 
     /// The next item due at or before `now_ms`, marked in flight.
