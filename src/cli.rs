@@ -74,7 +74,7 @@ pub enum Command {
         webhook: Option<String>,
         /// The sample event to send.
         #[arg(long, value_name = "EVENT", default_value = "peer.connect",
-              value_parser = clap::builder::PossibleValuesParser::new(config::EVENT_NAMES))]
+              value_parser = clap::builder::PossibleValuesParser::new(crate::event::filter::EVENT_NAMES))]
         event: String,
     },
     /// Print a shell completion script (e.g. `wghook completions bash >
@@ -615,7 +615,7 @@ async fn test_webhooks(cfg: &Config, only: Option<&str>, event: &str) -> anyhow:
     use crate::delivery::http::{AttemptResult, HttpSender};
     use crate::event::template;
 
-    let hooks: Vec<&config::Webhook> = cfg
+    let hooks: Vec<&crate::delivery::settings::Webhook> = cfg
         .webhooks
         .iter()
         .filter(|h| only.is_none_or(|name| h.name == name))
@@ -650,7 +650,7 @@ async fn test_webhooks(cfg: &Config, only: Option<&str>, event: &str) -> anyhow:
         if let Some(d) = sender.description() {
             title.push_str(&format!(" ({d})"));
         }
-        if !config::event_matches(&hook.events, event) {
+        if !hook.events.matches_name(event) {
             println!("{title}: note: its events filter does not take {event}; sending anyway");
         }
         let target = match sender.prepare(&sample) {

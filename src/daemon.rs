@@ -20,9 +20,10 @@ use crate::backend::auto::AutoBackend;
 use crate::backend::netlink::KernelBackend;
 use crate::backend::sim::{Scenario, SimBackend};
 use crate::backend::uapi::UapiBackend;
+use crate::backend::BackendKind;
 use crate::backend::{Backend, POLL_DEADLINE, POLL_GRACE};
 use crate::clock::ClockSteps;
-use crate::config::{BackendKind, Config};
+use crate::config::Config;
 use crate::delivery::http::HttpSender;
 use crate::delivery::outbox::Store;
 use crate::delivery::Delivery;
@@ -675,7 +676,9 @@ fn start_pinger(config: &Config) -> anyhow::Result<Option<PingTask>> {
 }
 
 /// A sender for every configured webhook.
-fn build_senders(config: &Config) -> anyhow::Result<Vec<(crate::config::Webhook, HttpSender)>> {
+fn build_senders(
+    config: &Config,
+) -> anyhow::Result<Vec<(crate::delivery::settings::Webhook, HttpSender)>> {
     let ctx = render_context(config);
     Ok(config
         .webhooks

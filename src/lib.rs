@@ -23,10 +23,13 @@ pub mod faults;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod labels;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod names;
 pub mod notify;
 pub mod ping;
+pub mod settings;
 pub mod tracker;

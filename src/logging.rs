@@ -60,6 +60,61 @@ impl LogFormat {
     }
 }
 
+impl crate::settings::kind::Named for LogFormat {
+    const ALL: &'static [Self] = &[
+        LogFormat::Auto,
+        LogFormat::Human,
+        LogFormat::Journald,
+        LogFormat::Json,
+    ];
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The `log:` section as written.
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `wghook=debug,warn`.
+    pub level: Option<crate::settings::Text>,
+    /// auto, human, journald or json.
+    pub format: Option<crate::settings::Text<crate::settings::kind::Pick<LogFormat>>>,
+}
+
+/// The `log:` section (the command line and `RUST_LOG` take precedence).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogSettings {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `wghook=debug,warn`.
+    pub level: Option<String>,
+    pub format: Option<LogFormat>,
+}
+
+/// Validates `log:`; a value in error is left unset.
+pub fn validate(raw: Option<&RawLog>, check: &mut crate::settings::Check) -> LogSettings {
+    let mut out = LogSettings::default();
+    let Some(raw) = raw else {
+        return out;
+    };
+    if let Some(t) = &raw.level {
+        if let Some(text) = check.text(t) {
+            match check_filter(text.trim()) {
+                Ok(()) => out.level = Some(text.trim().to_string()),
+                Err(e) => {
+                    let message = format!(
+                        "invalid log filter {text:?}: {e} (use e.g. info or wghook=debug,warn)"
+                    );
+                    check.error(t, message);
+                }
+            }
+        }
+    }
+    if let Some(t) = &raw.format {
+        out.format = check.pick(t);
+    }
+    out
+}
+
 impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -53,6 +53,62 @@ use crate::event::{Event, PeerLabel};
 use crate::model::{PublicKey, Snapshot};
 use crate::tracker::State;
 
+/// The `metrics:` section as written.
+#[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT` serving Prometheus `GET /metrics` (default: off).
+    pub listen: Option<crate::settings::Text>,
+    /// Per-peer series (default true); off on hosts where one series per peer is too many.
+    pub per_peer_metrics: Option<crate::settings::Text<crate::settings::kind::Flag>>,
+}
+
+/// The `metrics:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served; `None` (the default): off.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Per-peer series (labels interface, public_key, name); off on hosts
+    /// where one series per peer is too many.
+    pub per_peer_metrics: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            per_peer_metrics: true,
+        }
+    }
+}
+
+/// Validates `metrics:`; a value in error keeps its default.
+pub fn validate(raw: Option<&RawMetrics>, check: &mut crate::settings::Check) -> MetricsSettings {
+    let mut out = MetricsSettings::default();
+    let Some(raw) = raw else {
+        return out;
+    };
+    if let Some(t) = &raw.listen {
+        if let Some(text) = check.text(t) {
+            match text.trim().parse::<SocketAddr>() {
+                Ok(addr) => out.listen = Some(addr),
+                Err(_) => {
+                    let message = format!(
+                        "invalid address {text:?} (use IP:PORT, e.g. 127.0.0.1:9586 or [::1]:9586)"
+                    );
+                    check.error(t, message);
+                }
+            }
+        }
+    }
+    if let Some(t) = &raw.per_peer_metrics {
+        if let Some(b) = check.boolean(t) {
+            out.per_peer_metrics = b;
+        }
+    }
+    out
+}
+
 /// The `Content-Type` of a scrape: OpenMetrics text, which Prometheus prefers.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -199,6 +199,46 @@ impl Snapshot {
     }
 }
 
+/// Which interfaces to watch: `include` (empty = all) minus `exclude`.
+/// Patterns are interface names with `*` matching any run of characters.
+/// Serialisable so the tracker's saved state can remember the filter it was
+/// built under.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InterfaceFilter {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl InterfaceFilter {
+    pub fn allows(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, name)))
+            && !self.exclude.iter().any(|p| glob_match(p, name))
+    }
+}
+
+/// Matches `name` against a pattern where `*` stands for any run of characters.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    if parts.is_empty() {
+        return rest.is_empty();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(pos) => rest = &rest[pos + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +258,23 @@ mod tests {
         assert_eq!(PublicKey::from_base64("AAAA"), Err(KeyError::Length(3)));
         assert_eq!(PublicKey::from_hex("zz"), Err(KeyError::Length(1)));
         assert_eq!(PublicKey::from_hex(&"zz".repeat(32)), Err(KeyError::Hex));
+    }
+
+    #[test]
+    fn filter_includes_and_excludes_with_wildcards() {
+        let all = InterfaceFilter::default();
+        assert!(all.allows("wg0"));
+        let f = InterfaceFilter {
+            include: vec!["wg*".into(), "vpn".into()],
+            exclude: vec!["wg-test*".into()],
+        };
+        assert!(f.allows("wg0"));
+        assert!(f.allows("vpn"));
+        assert!(!f.allows("vpn1"));
+        assert!(!f.allows("wg-test3"));
+        assert!(!f.allows("eth0"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("*", ""));
     }
 }

@@ -14,8 +14,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use uuid::Uuid;
-use wghook::config::{self, Config, Webhook};
+use wghook::config::{self, Config};
 use wghook::delivery::http::{AttemptResult, HttpSender, MAX_RESPONSE_BODY};
+use wghook::delivery::settings::Webhook;
 use wghook::event::{
     Entity, Event, EventKind, InterfaceInfo, PeerInfo, PeerLabel, RenderContext, Session, Zone,
 };
@@ -547,7 +548,7 @@ async fn bad_oauth2_answers_fail_the_attempt_with_a_clear_reason() {
             panic!("expected a failure for {body}: {attempt:?}");
         };
         // The token URL is shown without its path (it can be a credential).
-        let shown = wghook::config::redacted_url(&token_url.parse().unwrap());
+        let shown = wghook::delivery::settings::redacted_url(&token_url.parse().unwrap());
         assert!(shown.ends_with("/…") && !reason.contains(&token_url), "{reason}");
         assert!(
             reason.starts_with(&format!("oauth2 token request to {shown} failed: ")),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use crate::model::InterfaceFilter;
 use crate::model::Snapshot;
 
 /// How long one poll may take: userspace sockets that have not answered by
@@ -65,65 +66,40 @@ pub enum BackendError {
     Protocol(String),
 }
 
-/// Which interfaces to watch: `include` (empty = all) minus `exclude`.
-/// Patterns are interface names with `*` matching any run of characters.
-/// Serialisable so the tracker's saved state can remember the filter it was
-/// built under.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct InterfaceFilter {
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+/// Which backend reads the interfaces (`monitor.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// Kernel interfaces over netlink when available, plus UAPI sockets.
+    #[default]
+    Auto,
+    /// Only UAPI sockets (wireguard-go, boringtun).
+    Userspace,
+    /// Only the kernel module, over netlink.
+    Kernel,
+    /// A scripted scenario (`monitor.scenario`), for tests and the demo.
+    Simulated,
 }
 
-impl InterfaceFilter {
-    pub fn allows(&self, name: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, name)))
-            && !self.exclude.iter().any(|p| glob_match(p, name))
-    }
-}
-
-/// Matches `name` against a pattern where `*` stands for any run of characters.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or("");
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    if parts.is_empty() {
-        return rest.is_empty();
-    }
-    for (i, part) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(pos) => rest = &rest[pos + part.len()..],
-            None => return false,
+impl BackendKind {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Auto => "auto",
+            BackendKind::Userspace => "userspace",
+            BackendKind::Kernel => "kernel",
+            BackendKind::Simulated => "simulated",
         }
     }
-    true
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filter_includes_and_excludes_with_wildcards() {
-        let all = InterfaceFilter::default();
-        assert!(all.allows("wg0"));
-        let f = InterfaceFilter {
-            include: vec!["wg*".into(), "vpn".into()],
-            exclude: vec!["wg-test*".into()],
-        };
-        assert!(f.allows("wg0"));
-        assert!(f.allows("vpn"));
-        assert!(!f.allows("vpn1"));
-        assert!(!f.allows("wg-test3"));
-        assert!(!f.allows("eth0"));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match("a*b*c", "aXXbYY"));
-        assert!(glob_match("*", ""));
+impl crate::settings::kind::Named for BackendKind {
+    const ALL: &'static [Self] = &[
+        BackendKind::Auto,
+        BackendKind::Userspace,
+        BackendKind::Kernel,
+        BackendKind::Simulated,
+    ];
+    fn name(self) -> &'static str {
+        self.as_str()
     }
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Auth, ClientAuth, OAuth2, Webhook};
+use super::settings::{Auth, ClientAuth, OAuth2, Webhook};
 use crate::event::template::percent_encode;
 
 /// Token lifetime assumed when the token endpoint does not say (`expires_in`).
@@ -300,7 +300,7 @@ fn clip(s: &str) -> String {
 /// A URL without user info, path or query (each may hold credentials).
 pub fn display_url(url: &reqwest::Url) -> String {
     // The path too: a Slack, Discord or Teams webhook's path is its secret.
-    crate::config::redacted_url(url)
+    super::settings::redacted_url(url)
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {

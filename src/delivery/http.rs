@@ -18,8 +18,8 @@ use reqwest::header::{
 };
 
 use super::auth::{AuthError, Authorizer};
+use super::settings::{Format, HttpMethod, Webhook};
 use super::signing::{self, SigningKey};
-use crate::config::{Format, HttpMethod, Webhook};
 use crate::event::template::Template;
 use crate::event::{standard, wg_portal, Event, RenderContext};
 

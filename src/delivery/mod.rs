@@ -20,7 +20,9 @@ pub mod http;
 pub mod outbox;
 pub mod retry;
 pub mod scheduler;
+pub mod settings;
 pub mod signing;
+pub mod webhook_settings;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -33,7 +35,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
+use crate::event::filter::EventFilter;
 use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::tracker::{Changes, State};
@@ -42,6 +44,7 @@ use outbox::{Outcome, Store, StoreError};
 use retry::{classify, Decision, Schedule};
 use scheduler::CROSS_WAIT;
 use scheduler::{Item, Queue};
+use settings::{DeliverySettings, RetrySettings, Webhook};
 
 /// Jitter applied to every retry delay (+/-20 %).
 const JITTER: f64 = 0.2;
@@ -130,7 +133,7 @@ enum Msg {
 
 struct Hook {
     name: String,
-    events: Vec<String>,
+    events: EventFilter,
     tx: mpsc::UnboundedSender<Msg>,
     /// The task's other channel: the writer's confirmations and the
     /// outbox's contents after a `wghook outbox` command, in the order the
@@ -362,10 +365,9 @@ impl Delivery {
         let routes: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
-                let name = e.filter_name();
                 self.hooks
                     .iter()
-                    .filter(|h| event_matches(&h.events, &name))
+                    .filter(|h| h.events.matches(e))
                     .map(|h| h.name.clone())
                     .collect()
             })

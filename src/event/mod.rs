@@ -5,6 +5,7 @@
 //! it can be stored in the outbox and rendered later without the snapshot it
 //! came from. It never holds private or preshared keys.
 
+pub mod filter;
 pub mod standard;
 pub mod template;
 pub mod wg_portal;

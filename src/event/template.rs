@@ -621,7 +621,7 @@ pub fn sample_context() -> RenderContext {
 }
 
 /// A realistic event of `name` (`peer.connect`, `interface.delete`, ... as
-/// in [`crate::config::EVENT_NAMES`]) on host `host` at `now`; `None` for an
+/// in [`super::filter::EVENT_NAMES`]) on host `host` at `now`; `None` for an
 /// unknown name.
 pub fn sample_event(name: &str, host: &str, now: DateTime<Utc>) -> Option<Event> {
     let (entity, kind) = name.split_once('.')?;
@@ -708,10 +708,16 @@ pub fn sample_event(name: &str, host: &str, now: DateTime<Utc>) -> Option<Event>
 
 /// Every event kind twice: with everything known, and with as little known
 /// as a real event can have (no endpoint, handshake, addresses or session).
+/// The time of the sample events templates are checked with (fixed: a
+/// check never reads the clock).
+pub fn sample_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_751_000_000, 123_456_789).unwrap_or_default()
+}
+
 fn samples() -> Vec<(Event, bool)> {
-    let now = DateTime::from_timestamp(1_751_000_000, 123_456_789).unwrap_or_default();
+    let now = sample_time();
     let mut out = Vec::new();
-    for name in crate::config::EVENT_NAMES {
+    for name in super::filter::EVENT_NAMES {
         let Some(full) = sample_event(name, "example-host", now) else {
             continue;
         };
@@ -974,7 +980,7 @@ mod tests {
 
     #[test]
     fn every_sample_event_name_exists_and_unknown_ones_do_not() {
-        for name in crate::config::EVENT_NAMES {
+        for name in crate::event::filter::EVENT_NAMES {
             let e = sample_event(name, "h", now()).unwrap();
             assert_eq!(e.filter_name(), name);
         }
