@@ -86,6 +86,9 @@ pub enum Command {
     },
     /// Print the manual page (roff; e.g. `wghook man | man -l -`).
     Man,
+    /// Print the JSON Schema of the configuration file, for editors (the
+    /// .deb installs it as /usr/share/wghook/wghook.schema.json).
+    Schema,
 }
 
 /// What `wghook outbox` does besides listing.
@@ -172,6 +175,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man => {
             let mut out = std::io::stdout().lock();
             out.write_all(&man_page()?)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(config::schema::schema_json().as_bytes())?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

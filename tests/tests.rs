@@ -8,4 +8,5 @@ mod fuzz_corpus;
 mod outbox;
 mod ping_e2e;
 mod pipeline;
+mod schema;
 mod util;
