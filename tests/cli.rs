@@ -2,6 +2,11 @@
 
 use std::process::Command;
 
+use crate::util::simhost::{SimHost, Written};
+
+/// Interface wg7 and peer alice (10.7.0.2/32), both there from the start.
+const WG7_ALICE: &str = "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n";
+
 fn wghook() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wghook"));
     cmd.env("RUST_LOG", "warn");
@@ -74,20 +79,16 @@ fn check_names_a_missing_file() {
 #[test]
 fn peers_json_shows_a_simulated_host() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario = write(
-        &dir,
-        "scenario.yaml",
-        "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n  - at: 0s\n    handshake: { interface: wg7, peer: alice, endpoint: \"192.0.2.9:1234\" }\n",
+    let scenario = format!(
+        "{WG7_ALICE}  - at: 0s\n    handshake: {{ interface: wg7, peer: alice, endpoint: \"192.0.2.9:1234\" }}\n"
     );
     let alice = wghook::backend::sim::key_for("alice").to_base64();
-    let config = write(
-        &dir,
-        "wghook.yaml",
-        &format!(
-            "monitor:\n  backend: simulated\n  scenario: {}\npeers:\n  \"{alice}\": {{ name: alice-laptop, user: alice }}\n",
-            scenario.display()
-        ),
-    );
+    let config = SimHost::new(dir.path(), &scenario)
+        .sections(&format!(
+            "peers:\n  \"{alice}\": {{ name: alice-laptop, user: alice }}\n"
+        ))
+        .write()
+        .config;
     let out = wghook()
         .args(["peers", "--json", "-c"])
         .arg(&config)
@@ -182,20 +183,12 @@ fn simulated_alice(
     monitor_extra: &str,
     alice_entry: &str,
 ) -> (std::path::PathBuf, String) {
-    let scenario = write(
-        dir,
-        "scenario.yaml",
-        "steps:\n  - at: 0s\n    add_interface: { name: wg7, listen_port: 51827 }\n  - at: 0s\n    add_peer: { interface: wg7, peer: alice, allowed_ips: [10.7.0.2/32] }\n",
-    );
     let alice = wghook::backend::sim::key_for("alice").to_base64();
-    let config = write(
-        dir,
-        "wghook.yaml",
-        &format!(
-            "monitor:\n  backend: simulated\n  scenario: {}\n{monitor_extra}peers:\n  \"{alice}\": {{ {alice_entry} }}\n",
-            scenario.display()
-        ),
-    );
+    let config = SimHost::new(dir.path(), WG7_ALICE)
+        .monitor(monitor_extra)
+        .sections(&format!("peers:\n  \"{alice}\": {{ {alice_entry} }}\n"))
+        .write()
+        .config;
     (config, alice)
 }
 
@@ -591,19 +584,13 @@ fn check_refuses_fifos_devices_and_huge_files_without_hanging() {
 fn check_refuses_scenario_offsets_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     for at in ["999999999999999h", "18446744073709551615"] {
-        let scenario = write(
-            &dir,
-            "scenario.yaml",
+        let Written {
+            config, scenario, ..
+        } = SimHost::new(
+            dir.path(),
             &format!("steps:\n  - at: 0s\n    add_interface: {{ name: wg0 }}\n  - at: {at}\n    remove_interface: {{ name: wg0 }}\n"),
-        );
-        let config = write(
-            &dir,
-            "wghook.yaml",
-            &format!(
-                "monitor:\n  backend: simulated\n  scenario: {}\n",
-                scenario.display()
-            ),
-        );
+        )
+        .write();
         let (code, _, stderr) = run_within(&config, &["check"], 30);
         assert_eq!(code, Some(2), "{at}: {stderr}");
         let want = format!(

@@ -11,6 +11,7 @@ use tokio::net::UnixDatagram;
 use wghook::backend::sim::key_for;
 
 use crate::util::receiver::Receiver;
+use crate::util::simhost::SimHost;
 
 /// A running `wghook run`, stopped (SIGTERM, then SIGKILL) when dropped.
 struct Daemon {
@@ -111,7 +112,7 @@ impl Drop for Daemon {
 }
 
 /// A scenario in which something happens every second for a while.
-fn scenario(dir: &Path, peers: &[&str], every_secs: u64) -> PathBuf {
+fn scenario(peers: &[&str], every_secs: u64) -> String {
     let mut text =
         String::from("steps:\n  - at: 0s\n    add_interface: { name: wg0, listen_port: 51820 }\n");
     for (i, p) in peers.iter().enumerate() {
@@ -124,21 +125,19 @@ fn scenario(dir: &Path, peers: &[&str], every_secs: u64) -> PathBuf {
             i + 2
         ));
     }
-    let path = dir.join("scenario.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+    text
 }
 
-fn write_config(dir: &Path, scenario: &Path, webhooks: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        "{webhooks}monitor:\n  interval: 200ms\n  backend: simulated\n  scenario: {}\n  \
-         announce_on_start: all\n  state_dir: {}\n{extra}",
-        scenario.display(),
-        dir.join("state").display()
-    );
-    let path = dir.join("wghook.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
+/// The simulated host in `dir`: `scenario`, polled every 200 ms, everything
+/// announced at start, delivering to `webhooks`; `extra` top-level sections.
+fn write_config(dir: &Path, scenario: &str, webhooks: &str, extra: &str) -> PathBuf {
+    SimHost::new(dir, scenario)
+        .webhooks(webhooks)
+        .monitor("  interval: 200ms\n  announce_on_start: all\n")
+        .state_dir()
+        .sections(extra)
+        .write()
+        .config
 }
 
 fn hooks(list: &[(&str, &Receiver)]) -> String {
@@ -153,7 +152,7 @@ fn hooks(list: &[(&str, &Receiver)]) -> String {
 async fn sd_notify_ready_after_first_poll_then_watchdog_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
-    let scenario = scenario(dir.path(), &["alice"], 1);
+    let scenario = scenario(&["alice"], 1);
     let config = write_config(dir.path(), &scenario, &hooks(&[("r", &receiver)]), "");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
@@ -231,7 +230,7 @@ async fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_errors() {
     // A new peer every second for 30 s.
     let names: Vec<String> = (0..30).map(|i| format!("peer{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let scenario = scenario(dir.path(), &names, 1);
+    let scenario = scenario(&names, 1);
     let config = write_config(dir.path(), &scenario, &hooks(&[("first", &first)]), "");
     let daemon = Daemon::start(&config, dir.path(), &[]);
     first
@@ -358,7 +357,7 @@ fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
 async fn metrics_match_a_known_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
-    let scenario = scenario(dir.path(), &["alice", "bob"], 0);
+    let scenario = scenario(&["alice", "bob"], 0);
     let config = write_config(
         dir.path(),
         &scenario,
@@ -524,7 +523,7 @@ async fn a_flood_of_idle_metrics_connections_starves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start().await;
     // alice connects at once, bob 8 s later: while the port is flooded.
-    let scenario = scenario(dir.path(), &["alice", "bob"], 8);
+    let scenario = scenario(&["alice", "bob"], 8);
     let config = write_config(
         dir.path(),
         &scenario,

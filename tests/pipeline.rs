@@ -2,14 +2,13 @@
 //! a receiver on 127.0.0.1: every event kind arrives with the right headers
 //! and body, in order.
 
-use std::path::Path;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use wghook::backend::sim::{key_for, Scenario, SimBackend};
+use wghook::backend::sim::key_for;
 use wghook::config;
 use wghook::daemon::{self, Clock, RunOptions};
 
 use crate::util::receiver::Receiver;
+use crate::util::simhost::SimHost;
 
 const SCENARIO: &str = r#"
 steps:
@@ -40,18 +39,20 @@ fn start_time() -> DateTime<Utc> {
 }
 
 async fn run_scenario(receiver: &Receiver, scenario: &str, extra_monitor: &str, polls: u64) {
-    let state = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     // One request at a time: the whole sequence arrives in order (per-peer
     // order under parallelism is pinned by the scheduler's tests).
-    let text = format!(
-        "webhook:\n  url: {}\n  secret: \"Basic dXNlcm5hbWU6cGFzc3dvcmQ=\"\n\
-         delivery:\n  max_in_flight: 1\n\
-         monitor:\n  interval: 100ms\n  backend: userspace\n  host: test-host\n  state_dir: {}\n{extra_monitor}",
-        receiver.url,
-        state.path().display()
-    );
-    let cfg = config::parse_str(&text, Path::new("test.yaml")).unwrap();
-    let sim = SimBackend::new(Scenario::parse(scenario, "test").unwrap());
+    let host = SimHost::new(dir.path(), scenario)
+        .webhooks(&format!(
+            "webhook:\n  url: {}\n  secret: \"Basic dXNlcm5hbWU6cGFzc3dvcmQ=\"\n",
+            receiver.url
+        ))
+        .delivery("  max_in_flight: 1\n")
+        .monitor("  interval: 100ms\n  host: test-host\n")
+        .state_dir()
+        .monitor(extra_monitor)
+        .write();
+    let cfg = config::load(&host.config).unwrap();
     let options = RunOptions {
         clock: Clock::Virtual {
             start: start_time(),
@@ -60,7 +61,7 @@ async fn run_scenario(receiver: &Receiver, scenario: &str, extra_monitor: &str, 
         max_polls: Some(polls),
         ..RunOptions::default()
     };
-    daemon::run_with_backend(cfg, Box::new(sim), options, std::future::pending())
+    daemon::run(cfg, options, std::future::pending())
         .await
         .unwrap();
 }

@@ -96,24 +96,43 @@ impl Clocks {
         (self.wall)()
     }
 
-    /// A stored pending delivery on this run's monotonic clock: its age and
-    /// its wait are taken from the wall times it was stored with, the wait
-    /// capped at `max_delay` (a clock stepped back before this start must
-    /// not postpone it) and neither below zero.
-    fn item(&self, p: outbox::Pending, max_delay: Duration) -> Item {
-        let (mono, wall) = (self.mono_ms(), self.wall());
-        let age = (wall - p.created_at).num_milliseconds().max(0);
-        let wait = (p.next_attempt - wall)
-            .num_milliseconds()
-            .clamp(0, max_delay.as_millis() as i64);
-        Item {
-            seq: p.seq,
-            event: Arc::new(p.event),
-            created_at: p.created_at,
-            born: mono.saturating_sub(age),
-            attempts: p.attempts,
-            due: mono.saturating_add(wait),
+    /// Both clocks, read once.
+    fn now(&self) -> Now {
+        Now {
+            mono: self.mono_ms(),
+            wall: self.wall(),
         }
+    }
+}
+
+/// One reading of the engine's clocks. The engine reads them only where
+/// it meets the outside (a commit, a turn of a webhook's task, an attempt's
+/// outcome, a read of the outbox) and passes the reading to its logic, as
+/// the poll loop passes `now` to the tracker.
+#[derive(Clone, Copy)]
+struct Now {
+    /// Milliseconds since the engine started, on the monotonic clock.
+    mono: i64,
+    wall: DateTime<Utc>,
+}
+
+/// A stored pending delivery on this run's monotonic clock at `now`: its
+/// age and its wait are taken from the wall times it was stored with, the
+/// wait capped at `max_delay` (a clock stepped back before this start must
+/// not postpone it) and neither below zero.
+fn pending_item(p: outbox::Pending, max_delay: Duration, now: Now) -> Item {
+    let Now { mono, wall } = now;
+    let age = (wall - p.created_at).num_milliseconds().max(0);
+    let wait = (p.next_attempt - wall)
+        .num_milliseconds()
+        .clamp(0, max_delay.as_millis() as i64);
+    Item {
+        seq: p.seq,
+        event: Arc::new(p.event),
+        created_at: p.created_at,
+        born: mono.saturating_sub(age),
+        attempts: p.attempts,
+        due: mono.saturating_add(wait),
     }
 }
 
@@ -260,11 +279,12 @@ impl Delivery {
         let mut hooks = Vec::with_capacity(webhooks.len());
         {
             let db = lock(&store);
+            let now = clocks.now();
             for (hook, sender) in webhooks {
                 let mut queue = Queue::default();
                 let schedule = schedule(&hook.retry);
                 for p in db.pending(&hook.name)? {
-                    queue.push(clocks.item(p, schedule.max_delay()));
+                    queue.push(pending_item(p, schedule.max_delay(), now));
                 }
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
@@ -360,8 +380,7 @@ impl Delivery {
         }
         // Delivery bookkeeping runs on the real clocks, whatever clock the
         // poll used (the demo's runs fast).
-        let now = self.clocks.wall();
-        let mono = self.clocks.mono_ms();
+        let Now { wall: now, mono } = self.clocks.now();
         let routes: Vec<Vec<String>> = events
             .iter()
             .map(|e| {
@@ -532,11 +551,12 @@ async fn watch_outbox(
             if Some(version) == last {
                 return Ok(version);
             }
+            let now = clocks.now();
             for (name, acks, max_delay) in hooks.iter() {
                 let pending = db
                     .pending(name)?
                     .into_iter()
-                    .map(|p| clocks.item(p, *max_delay))
+                    .map(|p| pending_item(p, *max_delay, now))
                     .collect();
                 let given_up = db.given_up_count(name)?;
                 let _ = acks.send(Ack::Sync { pending, given_up });
@@ -637,10 +657,10 @@ impl Worker {
             {
                 return;
             }
+            let now = self.clocks.now();
             if !disabled {
-                let now_ms = self.clocks.mono_ms();
                 while in_flight.len() + self.awaiting < self.max_in_flight {
-                    let Some(item) = self.queue.take_due(now_ms) else {
+                    let Some(item) = self.queue.take_due(now.mono) else {
                         break;
                     };
                     // Logged once: at its first attempt (retries go ahead too).
@@ -654,7 +674,7 @@ impl Worker {
                         );
                     }
                     let sender = Arc::clone(&self.sender);
-                    let wall = self.clocks.wall();
+                    let wall = now.wall;
                     in_flight.spawn(async move {
                         let attempt = AssertUnwindSafe(sender.send(&item.event, wall))
                             .catch_unwind()
@@ -668,7 +688,7 @@ impl Worker {
                 .then(|| self.queue.next_due())
                 .flatten()
                 .map(|at| {
-                    let ms = (at - self.clocks.mono_ms()).max(0);
+                    let ms = (at - now.mono).max(0);
                     Duration::from_millis(ms as u64)
                 });
             tokio::select! {
@@ -686,7 +706,7 @@ impl Worker {
                 // stays pending in the outbox).
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     if let Ok((seq, attempt)) = done {
-                        disabled |= self.settle(seq, attempt);
+                        disabled |= self.settle(seq, attempt, self.clocks.now());
                     }
                 }
                 Some(ack) = acks.recv() => self.acked(ack),
@@ -697,7 +717,7 @@ impl Worker {
         let drained = tokio::time::timeout(self.shutdown_timeout, async {
             while let Some(done) = in_flight.join_next().await {
                 if let Ok((seq, attempt)) = done {
-                    self.settle(seq, attempt);
+                    self.settle(seq, attempt, self.clocks.now());
                 }
             }
             while self.awaiting > 0 {
@@ -766,8 +786,9 @@ impl Worker {
         self.stats.oldest_ms.store(oldest, Ordering::Relaxed);
     }
 
-    /// Applies an attempt's outcome; returns true if the webhook must be disabled.
-    fn settle(&mut self, seq: i64, attempt: http::Attempt) -> bool {
+    /// Applies an attempt's outcome, which came at `now`; returns true if
+    /// the webhook must be disabled.
+    fn settle(&mut self, seq: i64, attempt: http::Attempt, now: Now) -> bool {
         let Some(item) = self.queue.get(seq).cloned() else {
             return false; // dropped by the bound while in flight
         };
@@ -784,7 +805,7 @@ impl Worker {
         let event = item.event.filter_name();
         let elapsed_ms = attempt.elapsed.as_millis() as u64;
         let attempts = item.attempts + 1;
-        let (now, mono) = (self.clocks.wall(), self.clocks.mono_ms());
+        let Now { wall: now, mono } = now;
         let give_up = |why: &str| {
             tracing::error!(
                 webhook = %webhook, event_id = %event_id, event = %event, attempts,
@@ -995,7 +1016,11 @@ mod tests {
         }
     }
 
-    /// Waits (10 s at most) until `done` holds.
+    /// Waits (10 s at most, on the tokio clock, which these tests pause)
+    /// until `done` holds. Each turn first lets a millisecond of real time
+    /// pass with the tokio clock held (a blocking task keeps paused time
+    /// from advancing by itself), so that the outbox writer, a thread of its
+    /// own, keeps up: the 10 s are the engine's time, not the writer's.
     async fn until(what: &str, done: impl Fn() -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -1003,6 +1028,9 @@ mod tests {
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}"
             );
+            tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -1010,7 +1038,7 @@ mod tests {
     /// Regression: a panic inside a delivery task was dropped with its
     /// `JoinError`, leaving the event in flight (never retried, never
     /// settled) until a restart.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_panicking_attempt_counts_as_failed_and_is_retried() {
         let r = start("", |n, _| if n == 0 { None } else { status(200) });
         r.delivery
@@ -1031,7 +1059,7 @@ mod tests {
 
     /// Regression: dead letters deleted by the bound were not logged and the
     /// webhook's in-memory given-up figure (the metric) kept counting them.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dead_letters_deleted_by_the_bound_leave_the_given_up_figure() {
         let r = start("  max_pending_events: 2\n", |_, _| status(400));
         let events: Vec<Event> = (0..4).map(event).collect();
@@ -1100,7 +1128,7 @@ mod tests {
     /// Regression: an `interface.update` a receiver kept answering 500 held
     /// back every later event of every peer of that interface for up to
     /// `max_event_age` (72 h).
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_interface_update_refused_forever_does_not_hold_back_its_peers() {
         let r = start("", |_, e| {
             if e.peer.is_none() {
@@ -1133,7 +1161,7 @@ mod tests {
     /// Regression: a request that cannot be made (a template failing for
     /// this event, a URL or header the HTTP stack refuses) was retried for
     /// `max_event_age` as if the network were down.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_attempt_that_cannot_be_made_is_given_up_at_once() {
         let r = start("", |_, _| {
             Some(AttemptResult::Invalid("cannot render the body".into()))
@@ -1158,7 +1186,7 @@ mod tests {
     /// A wall clock stepped forward past `max_event_age` (72 h) between an
     /// event's commit and its retry must not give the event up: ages are
     /// monotonic.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_wall_clock_step_forward_does_not_give_events_up() {
         let r = start_on(
             "",
@@ -1185,13 +1213,13 @@ mod tests {
     /// A retry stored while the wall clock was an hour ahead (stepped back
     /// since, or before this start) waits at most the schedule's largest
     /// step, not the hour.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stored_retry_far_ahead_waits_at_most_the_largest_step() {
         {
             let clocks = Clocks::new(Utc::now);
             let e = event(1);
             let now = Utc::now();
-            let item = clocks.item(
+            let item = pending_item(
                 outbox::Pending {
                     seq: 1,
                     event: e,
@@ -1200,6 +1228,7 @@ mod tests {
                     next_attempt: now + chrono::TimeDelta::hours(1),
                 },
                 Duration::from_secs(30),
+                clocks.now(),
             );
             let mono = clocks.mono_ms();
             assert!(item.due - mono <= 30_000, "due in {} ms", item.due - mono);
@@ -1217,7 +1246,7 @@ mod tests {
 
     /// A wall clock stepped back an hour between an attempt and its retry
     /// does not delay the retry by an hour: due times are monotonic.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_wall_clock_step_back_does_not_delay_retries() {
         let r = start_on(
             "",

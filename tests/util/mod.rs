@@ -2,3 +2,4 @@
 
 pub mod netns;
 pub mod receiver;
+pub mod simhost;
