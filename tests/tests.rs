@@ -5,6 +5,7 @@ mod daemon;
 mod e2e;
 mod formats;
 mod fuzz_corpus;
+mod house;
 mod outbox;
 mod ping_e2e;
 mod pipeline;

@@ -4,7 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, RawConfig};
+use std::collections::HashMap;
+
+use crate::event::PeerLabel;
+use crate::model::PublicKey;
+use crate::monitor::Monitor;
 use crate::settings::{Check, ConfigError, SecretFiles};
 
 /// What the configuration reads besides its own text.
@@ -42,12 +46,15 @@ impl Sources for Disk {
     }
 }
 
-/// Reads every secret file the webhooks name (relative to the
-/// configuration's directory).
-pub(super) fn read_secrets(raw: &RawConfig, check: &Check, sources: &dyn Sources) -> SecretFiles {
+/// Reads every secret file of `names` (relative to the configuration's
+/// directory).
+pub(super) fn read_secrets<'n>(
+    names: impl Iterator<Item = &'n str>,
+    check: &Check,
+    sources: &dyn Sources,
+) -> SecretFiles {
     let mut out = SecretFiles::default();
-    let hooks = raw.webhook.iter().chain(raw.webhooks.iter().flatten());
-    for name in hooks.flat_map(|hook| hook.secret_file_names()) {
+    for name in names {
         if name.is_empty() {
             continue;
         }
@@ -62,8 +69,13 @@ pub(super) fn read_secrets(raw: &RawConfig, check: &Check, sources: &dyn Sources
 /// (the `peers:` map wins: a file's name only fills an empty name) and
 /// loads the scenario. A literal file that cannot be read is an error at
 /// its item, a malformed file an error at its own line.
-pub(super) fn read_named_files(config: &mut Config, sources: &dyn Sources, check: &mut Check) {
-    let patterns = &config.monitor.names_from;
+pub(super) fn read_named_files(
+    monitor: &mut Monitor,
+    peers: &mut HashMap<PublicKey, PeerLabel>,
+    sources: &dyn Sources,
+    check: &mut Check,
+) {
+    let patterns = &monitor.names_from;
     if !patterns.is_empty() {
         let loaded = sources.names(patterns);
         for warning in &loaded.warnings {
@@ -93,17 +105,17 @@ pub(super) fn read_named_files(config: &mut Config, sources: &dyn Sources, check
             }
         }
         for (key, name) in loaded.names {
-            let label = config.peers.entry(key).or_default();
+            let label = peers.entry(key).or_default();
             if label.name.is_empty() {
                 label.name = name;
             }
         }
     }
-    if let Some(path) = &config.monitor.scenario {
+    if let Some(path) = &monitor.scenario {
         if let Err(message) = sources.scenario(path) {
             let key = "monitor.scenario";
             check.error_at(check.key_line(key), key, message);
-            config.monitor.scenario = None;
+            monitor.scenario = None;
         }
     }
 }

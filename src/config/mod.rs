@@ -178,11 +178,13 @@ pub fn compile(
     let Some(raw) = raw else {
         return Err(ConfigErrors(check.into_errors()));
     };
-    let secrets = files::read_secrets(&raw, &check, sources);
-    let config = validate(&raw, path, env, &secrets, &mut check);
-    let mut config = config;
+    let hooks = raw.webhook.iter().chain(raw.webhooks.iter().flatten());
+    let names = hooks.flat_map(|hook| hook.secret_file_names());
+    let secrets = files::read_secrets(names, &check, sources);
+    let mut config = validate(&raw, path, env, &secrets, &mut check);
     if check_files {
-        files::read_named_files(&mut config, sources, &mut check);
+        let Config { monitor, peers, .. } = &mut config;
+        files::read_named_files(monitor, peers, sources, &mut check);
     }
     if check.failed() {
         return Err(ConfigErrors(check.into_errors()));

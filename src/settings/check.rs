@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::kind::{Dur, Flag, Named, Num, Pick};
-use super::{or_list, ConfigError, Text};
+use super::text::Text;
 
 /// Longest duration accepted anywhere: every duration ends up in timer or
 /// clock arithmetic, which a larger one could overflow.
@@ -321,4 +322,22 @@ pub fn format_duration(d: Duration) -> String {
         out.push_str(&format!("{s}s"));
     }
     out
+}
+
+/// The key path of `key` inside the mapping at `path` (`monitor` + `interval`).
+pub fn join_key(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `a, b or c`.
+pub fn or_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
 }
