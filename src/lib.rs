@@ -1,15 +1,15 @@
 //! wghook: a WireGuard event daemon.
 //!
-//! Data flows one way: **backend -> snapshot -> tracker -> events -> sender**.
+//! Data flows one way: **backend -> snapshot -> tracker -> events -> outbox -> delivery**.
 //! - [`backend`] reads interfaces (kernel netlink, userspace UAPI, simulated) into a [`model::Snapshot`].
-//! - [`tracker`] is a pure function `(state, snapshot, now, settings) -> (state, events)`.
-//! - [`event`] holds the derived [`event::Event`] and its JSON in each wire format.
-//! - [`delivery`] sends events to webhooks.
-//! - [`config`] turns one YAML file into a validated [`config::Config`];
-//!   [`files`] reads every file it names, bounded and only if regular.
-//! - [`daemon`] wires it together: poll loop, signals, shutdown.
+//! - [`tracker`] is pure: `(state, snapshot, now, settings) -> (state, events)`.
+//! - [`event`] holds the derived [`event::Event`], its JSON in each wire format, templates, filters.
+//! - [`outbox`] stores events and the tracker's state in one SQLite transaction: the durable link.
+//! - [`delivery`] sends what the outbox holds to each webhook, in order, retrying.
+//! - [`daemon`] wires it together: poll loop, watchdog, signals, reload, shutdown.
+//! - [`config`] loads the YAML file; each module owns and validates its settings ([`settings`]).
 //!
-//! Nothing inside the tracker or the parsers reads the clock: time is an argument.
+//! Nothing inside the tracker, the scheduler or the parsers reads the clock: time is an argument.
 
 pub mod backend;
 pub mod cli;
