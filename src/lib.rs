@@ -4,6 +4,7 @@
 //! - [`backend`] reads interfaces (kernel netlink, userspace UAPI, simulated) into a [`model::Snapshot`].
 //! - [`tracker`] is a pure function `(state, snapshot, now, settings) -> (state, events)`.
 //! - [`event`] holds the derived [`event::Event`] and its JSON in each wire format.
+//! - [`outbox`] keeps the events still to deliver and the tracker state, durably.
 //! - [`delivery`] sends events to webhooks.
 //! - [`config`] turns one YAML file into a validated [`config::Config`];
 //!   [`files`] reads every file it names, bounded and only if regular.
@@ -28,5 +29,6 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod notify;
+pub mod outbox;
 pub mod ping;
 pub mod tracker;

@@ -17,7 +17,6 @@
 
 pub mod auth;
 pub mod http;
-pub mod outbox;
 pub mod retry;
 pub mod scheduler;
 pub mod signing;
@@ -36,9 +35,9 @@ use tokio::task::JoinSet;
 use crate::config::{event_matches, DeliverySettings, RetrySettings, Webhook};
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::outbox::{self, Outcome, Store, StoreError};
 use crate::tracker::{Changes, State};
 use http::{AttemptResult, HttpSender};
-use outbox::{Outcome, Store, StoreError};
 use retry::{classify, Decision, Schedule};
 use scheduler::CROSS_WAIT;
 use scheduler::{Item, Queue};
