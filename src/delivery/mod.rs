@@ -24,6 +24,7 @@ pub mod retry;
 pub mod scheduler;
 pub mod signing;
 
+mod net;
 mod types;
 mod watcher;
 mod worker;
