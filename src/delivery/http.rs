@@ -1,4 +1,4 @@
-//! One HTTP attempt: build the request exactly as `wire-format.md` says
+//! One HTTP attempt: build the request exactly as `docs/formats.md` says
 //! (format or body template, method, headers, URL, authorization, Standard
 //! Webhooks signature), send it, and report what happened. No retries here;
 //! callers decide, except the single retry of an OAuth 2.0 request whose

@@ -1,5 +1,5 @@
 //! The tracker: a pure function from (previous state, snapshot, now, settings)
-//! to (new state, events), implementing the rules of `tracking.md`.
+//! to (new state, events), implementing the rules of `docs/tracking.md`.
 //!
 //! It never reads the clock and does no I/O; `now` is an argument, so the
 //! same inputs always give the same state and the same events (up to the

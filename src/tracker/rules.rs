@@ -705,7 +705,7 @@ fn update_peer(info: &InterfaceInfo, p: &mut PeerState, peer: &Peer, emit: &mut 
     let ping = emit.ping(&info.name, &peer.public_key);
 
     let mut changed = Vec::new();
-    // An endpoint change is one (tracking.md): the first endpoint set by
+    // An endpoint change is one (docs/tracking.md): the first endpoint set by
     // `wg set`, roaming, and an endpoint that disappears (the peer was
     // re-created without one), so a receiver's copy is never stale. The
     // exception: a server learns a client's first endpoint from its
