@@ -362,7 +362,7 @@ impl Changes {
     }
 }
 
-/// The result of [`track_changes`].
+/// The result of [`track_changes`](super::track_changes).
 #[derive(Debug)]
 pub struct Tracked {
     pub state: State,
