@@ -187,7 +187,7 @@ fn bench_render(c: &mut Criterion) {
 /// The outbox: a first start saving 100,000 peers' state, and a poll
 /// committing 1,000 events (with their state changes) for one webhook.
 fn bench_outbox(c: &mut Criterion) {
-    use wghook::delivery::outbox::Store;
+    use wghook::outbox::Store;
     let base = snapshot();
     let settings = settings();
     let first = tracker::track_changes(None, &base, now(), &settings);

@@ -717,7 +717,7 @@ fn first_bytes(body: &str) -> String {
 /// refused (purge without `--yes`, an unknown webhook or event id). The
 /// database is never created here: without one there is nothing to show.
 fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Result<ExitCode> {
-    use crate::delivery::outbox::{Store, DB_FILE};
+    use crate::outbox::{Store, DB_FILE};
     let db = cfg.monitor.state_dir.join(DB_FILE);
     let store = if db.exists() {
         Some(Store::open(&cfg.monitor.state_dir)?)
@@ -820,7 +820,7 @@ fn outbox(cfg: &Config, json: bool, action: Option<OutboxAction>) -> anyhow::Res
 /// outbox's rows of `webhook` (all rows without one). Empty: go on.
 fn retry_problems(
     cfg: &Config,
-    rows: &[crate::delivery::outbox::Listed],
+    rows: &[crate::outbox::Listed],
     webhook: Option<&str>,
     ids: &[String],
 ) -> Vec<String> {

@@ -25,11 +25,11 @@ use crate::backend::{Backend, POLL_DEADLINE, POLL_GRACE};
 use crate::clock::ClockSteps;
 use crate::config::Config;
 use crate::delivery::http::HttpSender;
-use crate::delivery::outbox::Store;
 use crate::delivery::Delivery;
 use crate::event::{Event, RenderContext};
 use crate::metrics::Metrics;
 use crate::notify::{watchdog_interval, Notifier};
+use crate::outbox::Store;
 use crate::ping::{PingTask, Pinger};
 use crate::tracker::{self, State};
 

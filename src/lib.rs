@@ -30,6 +30,7 @@ pub mod model;
 pub mod monitor;
 pub mod names;
 pub mod notify;
+pub mod outbox;
 pub mod ping;
 pub mod settings;
 pub mod tracker;

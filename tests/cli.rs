@@ -304,7 +304,7 @@ fn outbox_takes_the_config_anywhere_and_does_not_create_the_database() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
 
-    drop(wghook::delivery::outbox::Store::open(&dir.path().join("state")).unwrap());
+    drop(wghook::outbox::Store::open(&dir.path().join("state")).unwrap());
     let (code, stdout, _) = run(&config, &["outbox"]);
     assert_eq!(code, Some(0));
     assert!(stdout.contains("the outbox is empty"), "{stdout}");
@@ -316,7 +316,7 @@ fn outbox_takes_the_config_anywhere_and_does_not_create_the_database() {
 fn outbox_refuses_unknown_webhooks_and_ids_and_unconfirmed_purges_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let config = outbox_config(&dir);
-    drop(wghook::delivery::outbox::Store::open(&dir.path().join("state")).unwrap());
+    drop(wghook::outbox::Store::open(&dir.path().join("state")).unwrap());
 
     let (code, _, stderr) = run(&config, &["outbox", "retry", "--webhook", "nosuch"]);
     assert_eq!(code, Some(1), "{stderr}");

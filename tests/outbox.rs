@@ -19,7 +19,7 @@ use serde_json::Value;
 use wghook::backend::sim::{key_for, Scenario, SimBackend};
 use wghook::config::{self, Config};
 use wghook::daemon::{self, Clock, RunOptions};
-use wghook::delivery::outbox::Store;
+use wghook::outbox::Store;
 
 use crate::util::receiver::{Receiver, Recorded, Reply};
 use crate::util::simhost::SimHost;

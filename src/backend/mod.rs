@@ -8,6 +8,8 @@
 pub mod auto;
 pub mod netlink;
 pub mod netlink_decode;
+#[cfg(test)]
+pub(crate) mod netlink_encode;
 pub mod sim;
 pub mod uapi;
 pub mod uapi_parse;

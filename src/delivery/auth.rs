@@ -232,7 +232,7 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| self.error(super::http::describe(&e)))?;
+            .map_err(|e| self.error(super::net::describe(&e)))?;
         let status = response.status();
         let body = read_limited(response).await;
         if !status.is_success() {

@@ -1,4 +1,4 @@
-//! One HTTP attempt: build the request exactly as `wire-format.md` says
+//! One HTTP attempt: build the request exactly as `docs/formats.md` says
 //! (format or body template, method, headers, URL, authorization, Standard
 //! Webhooks signature), send it, and report what happened. No retries here;
 //! callers decide, except the single retry of an OAuth 2.0 request whose
@@ -18,6 +18,7 @@ use reqwest::header::{
 };
 
 use super::auth::{AuthError, Authorizer};
+use super::net::describe;
 use super::settings::{Format, HttpMethod, Webhook};
 use super::signing::{self, SigningKey};
 use crate::event::template::Template;
@@ -381,23 +382,6 @@ async fn read_limited(mut response: reqwest::Response) -> String {
         }
     }
     String::from_utf8_lossy(&body).into_owned()
-}
-
-/// A transport error in one line, with its innermost cause (reqwest's own
-/// message alone says little: "error sending request").
-pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    let mut source: &dyn std::error::Error = e;
-    while let Some(next) = source.source() {
-        source = next;
-    }
-    format!("{kind}: {source}")
 }
 
 #[cfg(test)]

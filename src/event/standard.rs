@@ -1,5 +1,5 @@
 //! The `standard` wire format: an [`Event`] as a Standard Webhooks body
-//! (`{"type": ..., "timestamp": ..., "data": {...}}`, `wire-format.md`).
+//! (`{"type": ..., "timestamp": ..., "data": {...}}`, `docs/formats.md`).
 //!
 //! `data` is wghook's own model in snake_case. Invariants: all times are
 //! RFC 3339 in UTC (`Z`), whatever the render context's zone; never-happened

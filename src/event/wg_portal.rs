@@ -1,5 +1,5 @@
 //! The `wg-portal` and `wg-portal-v2` wire formats: an [`Event`] as the exact
-//! JSON body wg-portal's webhooks send (`wire-format.md`).
+//! JSON body wg-portal's webhooks send (`docs/formats.md`).
 //!
 //! Responsibilities: the envelope (`event`, `entity`, `identifier`, `payload`),
 //! the connect/disconnect status payload, wg-portal's peer and interface
@@ -8,7 +8,7 @@
 //! Invariants:
 //! - Output is byte-identical to what Go's `encoding/json` would produce for
 //!   wg-portal's structs: compact (no whitespace), keys in the Go structs'
-//!   field order (the set `wire-format.md` lists, which is exactly the
+//!   field order (the set `docs/formats.md` lists, which is exactly the
 //!   structs' non-`omitempty` fields), and Go's string escaping (`<`,
 //!   `>`, `&`, U+2028 and U+2029 escaped as `\uXXXX`; `\b`, `\f`, `\n`, `\r`,
 //!   `\t` short forms; other control characters as lowercase `\u00xx`).
