@@ -1,6 +1,6 @@
 //! One webhook's delivery queue: which event to attempt next, and when.
 //!
-//! Ordering rules (README, "Delivery order"):
+//! Ordering rules (docs/delivery.md, "Delivery order"):
 //! - the events of one peer go out one after the other, in the order they
 //!   happened; so do the interface events of one interface;
 //! - an interface's `create` goes before the later events of its peers, and

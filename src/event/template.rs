@@ -41,7 +41,7 @@ use super::{
 use crate::model::{DriverKind, Peer, PublicKey};
 
 /// Every field a template can use, as dotted paths (documented in
-/// README.md, section "Body templates", "Fields").
+/// docs/formats.md, section "Body templates", "Fields").
 pub const FIELDS: &[&str] = &[
     "id",
     "event",
