@@ -31,6 +31,12 @@ use serde::de::{
 use super::yaml::{Kind, Node};
 use crate::settings::{join_key, unknown_key_message, ConfigError, ONE_OR_MANY, TEXT};
 
+/// Most passes over one file: each leaves out one more node of the wrong
+/// kind, so a hostile file with thousands of them would otherwise cost
+/// thousands of passes. Past this many, the problems found so far are
+/// reported with a note.
+const MAX_PASSES: usize = 50;
+
 /// How `${VAR}` is looked up (the process environment, or a table in tests).
 pub(super) type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, VarError>;
 
@@ -147,7 +153,7 @@ pub(super) fn deserialize<T: DeserializeOwned>(root: Option<&Node>, state: &Stat
         kind: Kind::Map(Vec::new()),
     };
     let root = root.unwrap_or(&empty);
-    loop {
+    for _ in 0..MAX_PASSES {
         let left_out = state.removed.borrow().len();
         let de = De {
             node: root,
@@ -164,6 +170,12 @@ pub(super) fn deserialize<T: DeserializeOwned>(root: Option<&Node>, state: &Stat
             }
         }
     }
+    let message = format!(
+        "more than {MAX_PASSES} values of the wrong kind (a list or mapping where another \
+         belongs); fix these first"
+    );
+    state.error(1, "", message);
+    None
 }
 
 fn is_env_name(name: &str) -> bool {

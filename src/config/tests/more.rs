@@ -677,3 +677,66 @@ fn an_error_without_line_or_key_leaves_them_out() {
     };
     assert_eq!(e.to_string(), "a.yaml:3: m");
 }
+
+/// Regression (review): each value of the wrong kind costs a pass over the
+/// file, so a file of thousands of them took thousands of passes. The
+/// passes are bounded: the first problems are reported with a note.
+#[test]
+fn thousands_of_values_of_the_wrong_kind_are_reported_after_a_bounded_number_of_passes() {
+    let items = "  - 1\n".repeat(5_000);
+    let errors = error_lines(&format!("webhooks:\n{items}"));
+    assert!(errors.len() <= 60, "{} errors", errors.len());
+    assert!(
+        errors[0].ends_with("more than 50 values of the wrong kind (a list or mapping where another belongs); fix these first"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].ends_with("webhooks[0]: expected a mapping, found a single value"),
+        "{errors:?}"
+    );
+}
+
+/// The files a configuration names are read through `Sources`: a fake one
+/// gives the secret, the names and the scenario's verdict, and nothing is
+/// read from the disk.
+#[test]
+fn secrets_names_and_the_scenario_come_through_the_sources_seam() {
+    struct Fake;
+    impl Sources for Fake {
+        fn secret(&self, path: &Path) -> Result<String, String> {
+            match path.to_str() {
+                Some("/nowhere/token") => Ok("t0ken\n".into()),
+                _ => Err("no such fake file".into()),
+            }
+        }
+        fn names(&self, patterns: &[std::path::PathBuf]) -> crate::names::Loaded {
+            assert_eq!(patterns, [std::path::PathBuf::from("/nowhere/wg0.conf")]);
+            let mut loaded = crate::names::Loaded::default();
+            let key = crate::model::PublicKey::from_base64(ALICE).unwrap();
+            loaded.names.insert(key, "alice-from-file".into());
+            loaded
+        }
+        fn scenario(&self, _: &Path) -> Result<(), String> {
+            Err("the fake scenario is refused".into())
+        }
+    }
+    let env = |_: &str| Err(std::env::VarError::NotPresent);
+    let text = "webhook:\n  url: https://x.example\n  secret_file: /nowhere/token\n\
+                monitor:\n  names_from: [/nowhere/wg0.conf]\n";
+    let config = compile(text, Path::new("/etc/wghook/f.yaml"), &env, &Fake, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.webhooks[0].secret.as_ref().map(Secret::expose),
+        Some("t0ken")
+    );
+    let key = crate::model::PublicKey::from_base64(ALICE).unwrap();
+    assert_eq!(config.peers[&key].name, "alice-from-file");
+    let text = "monitor:\n  backend: simulated\n  scenario: /nowhere/s.yaml\n";
+    let errors = compile(text, Path::new("/etc/wghook/f.yaml"), &env, &Fake, true).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        "/etc/wghook/f.yaml:3: monitor.scenario: the fake scenario is refused"
+    );
+    // Without `check_files` (parse_str), the scenario is not read.
+    assert!(compile(text, Path::new("/etc/wghook/f.yaml"), &env, &Fake, false).is_ok());
+}
