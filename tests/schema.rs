@@ -168,6 +168,22 @@ fn the_configuration_reference_documents_every_key() {
         missing.is_empty(),
         "docs/configuration.md does not document {missing:?}"
     );
+    // And documents no key that does not exist (a renamed or removed one).
+    let known = wghook::config::schema::all_key_paths();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert!(rows.len() >= known.len() / 2, "{rows:?}");
+    let unknown: Vec<&&str> = rows
+        .iter()
+        .filter(|k| !known.iter().any(|p| p == *k))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/configuration.md documents keys the configuration does not have: {unknown:?}"
+    );
 }
 
 /// Every `$ wghook check -c FILE` block of the README and docs/, with the

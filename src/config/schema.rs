@@ -28,10 +28,26 @@ pub fn schema_json() -> String {
 /// section type met twice (`retry` under `delivery` and under `webhook`,
 /// the items of `webhooks`) is listed under its first path only.
 pub fn key_paths() -> Vec<String> {
+    paths(true)
+}
+
+/// Every key of the file as a dotted path, a section type met twice listed
+/// under each of its paths (`delivery.retry.delays`, `webhook.retry.delays`).
+pub fn all_key_paths() -> Vec<String> {
+    paths(false)
+}
+
+fn paths(first_only: bool) -> Vec<String> {
     let schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    walk(&schema, &schema, "", &mut seen, &mut out);
+    walk(
+        &schema,
+        &schema,
+        "",
+        first_only.then_some(&mut seen),
+        &mut out,
+    );
     out
 }
 
@@ -39,23 +55,26 @@ fn walk(
     root: &serde_json::Value,
     node: &serde_json::Value,
     path: &str,
-    seen: &mut std::collections::HashSet<String>,
+    mut seen: Option<&mut std::collections::HashSet<String>>,
     out: &mut Vec<String>,
 ) {
     let node = resolve(root, node);
-    if let Some(r) = node.get("$ref").and_then(|r| r.as_str()) {
-        if !seen.insert(r.to_string()) {
-            return;
-        }
-    }
     // `Option<T>`: `anyOf: [T, null]`.
     if let Some(alternatives) = node.get("anyOf").and_then(|a| a.as_array()) {
         for alternative in alternatives {
             let target = alternative.get("$ref").and_then(|r| r.as_str());
-            if target.is_some_and(|r| !seen.insert(r.to_string())) {
-                continue;
+            if let (Some(r), Some(seen)) = (target, seen.as_deref_mut()) {
+                if !seen.insert(r.to_string()) {
+                    continue;
+                }
             }
-            walk(root, resolve(root, alternative), path, seen, out);
+            walk(
+                root,
+                resolve(root, alternative),
+                path,
+                seen.as_deref_mut(),
+                out,
+            );
         }
         return;
     }
@@ -67,7 +86,7 @@ fn walk(
                 format!("{path}.{key}")
             };
             out.push(child.clone());
-            walk(root, value, &child, seen, out);
+            walk(root, value, &child, seen.as_deref_mut(), out);
         }
     } else if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
         let placeholder = if path == "peers" { "<key>" } else { "<name>" };
