@@ -740,3 +740,18 @@ fn secrets_names_and_the_scenario_come_through_the_sources_seam() {
     // Without `check_files` (parse_str), the scenario is not read.
     assert!(compile(text, Path::new("/etc/wghook/f.yaml"), &env, &Fake, false).is_ok());
 }
+
+/// The raw settings are `Debug` (for tests and diagnostics) without ever
+/// showing a value: any scalar may be a secret or a secret URL.
+#[test]
+fn raw_settings_show_keys_and_lines_but_never_values_in_debug() {
+    let text = "webhook:\n  url: https://hooks.example.com/s3cr3t-path\n  secret: \"Bearer s3cr3t\"\n  \
+                auth: { basic: { username: u, password: s3cr3t } }\n";
+    let root = yaml::parse_tree(text).unwrap();
+    let env = |_: &str| Err(std::env::VarError::NotPresent);
+    let state = de::State::new(Path::new("f.yaml"), &env);
+    let raw: RawConfig = de::deserialize(root.as_ref(), &state).unwrap();
+    let shown = format!("{raw:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("Text(3:webhook.secret)"), "{shown}");
+}
