@@ -745,7 +745,8 @@ fn secrets_names_and_the_scenario_come_through_the_sources_seam() {
 /// showing a value: any scalar may be a secret or a secret URL.
 #[test]
 fn raw_settings_show_keys_and_lines_but_never_values_in_debug() {
-    let text = "webhook:\n  url: https://hooks.example.com/s3cr3t-path\n  secret: \"Bearer s3cr3t\"\n  \
+    let text =
+        "webhook:\n  url: https://hooks.example.com/s3cr3t-path\n  secret: \"Bearer s3cr3t\"\n  \
                 auth: { basic: { username: u, password: s3cr3t } }\n";
     let root = yaml::parse_tree(text).unwrap();
     let env = |_: &str| Err(std::env::VarError::NotPresent);
