@@ -22,7 +22,7 @@
 //! Peers are named; a name that is not a base64 key gets a key derived from
 //! the name, so scenarios stay readable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -84,6 +84,15 @@ pub enum Action {
         #[serde(default)]
         preshared_key: bool,
     },
+    /// Many peers at once (hosts of 100,000 peers): `{prefix}{i}` for `i`
+    /// in `0..count`, each allowing the `i+1`-th address of `network` alone.
+    AddPeers {
+        interface: String,
+        count: u32,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        network: IpNet,
+    },
     RemovePeer {
         interface: String,
         peer: String,
@@ -99,6 +108,18 @@ pub enum Action {
         peer: String,
         #[serde(default)]
         endpoint: Option<SocketAddr>,
+    },
+    /// Handshakes of many peers at once: `{prefix}{i}` for `i` = `from`,
+    /// `from + every`, ... (`count` of them).
+    Handshakes {
+        interface: String,
+        count: u32,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default)]
+        from: u32,
+        #[serde(default = "one")]
+        every: u32,
     },
     /// Bytes flow: counters grow by `rx` and `tx`.
     Traffic {
@@ -120,6 +141,38 @@ pub enum Action {
         interface: String,
         peer: String,
     },
+}
+
+fn default_prefix() -> String {
+    "peer".to_string()
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The `n`-th host address of `network` (1-based: the network's own
+/// address is skipped), as a single-address network; `None` past its end.
+fn nth_host(network: &IpNet, n: u32) -> Option<IpNet> {
+    let fits = |bits: u8| n == 0 || u32::from(bits) >= 32 || n < (1u32 << bits);
+    match network {
+        IpNet::V4(net) => {
+            let bits = 32 - net.prefix_len();
+            if !fits(bits) {
+                return None;
+            }
+            let addr = u32::from(net.network()).checked_add(n)?;
+            Some(IpNet::from(std::net::IpAddr::V4(addr.into())))
+        }
+        IpNet::V6(net) => {
+            let bits = 128 - net.prefix_len();
+            if bits < 32 && !fits(bits) {
+                return None;
+            }
+            let addr = u128::from(net.network()).checked_add(u128::from(n))?;
+            Some(IpNet::from(std::net::IpAddr::V6(addr.into())))
+        }
+    }
 }
 
 /// Why a scenario could not be loaded.
@@ -365,6 +418,64 @@ impl Host {
                     ..Peer::default()
                 });
             }
+            Action::AddPeers {
+                interface,
+                count,
+                prefix,
+                network,
+            } => {
+                let iface = self
+                    .interfaces
+                    .get_mut(interface)
+                    .ok_or_else(|| format!("no interface {interface:?}"))?;
+                let known: std::collections::HashSet<PublicKey> =
+                    iface.peers.iter().map(|p| p.public_key).collect();
+                iface.peers.reserve(*count as usize);
+                for i in 0..*count {
+                    let name = format!("{prefix}{i}");
+                    let key = key_for(&name);
+                    if known.contains(&key) {
+                        return Err(format!("peer {name:?} already on {interface}"));
+                    }
+                    let ip = nth_host(network, i + 1).ok_or_else(|| {
+                        format!("{network} holds fewer than {count} host addresses")
+                    })?;
+                    iface.peers.push(Peer {
+                        public_key: key,
+                        allowed_ips: vec![ip],
+                        ..Peer::default()
+                    });
+                }
+            }
+            Action::Handshakes {
+                interface,
+                count,
+                prefix,
+                from,
+                every,
+            } => {
+                if *every == 0 {
+                    return Err("every must be at least 1".into());
+                }
+                let iface = self
+                    .interfaces
+                    .get_mut(interface)
+                    .ok_or_else(|| format!("no interface {interface:?}"))?;
+                let index: HashMap<PublicKey, usize> = iface
+                    .peers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (p.public_key, i))
+                    .collect();
+                for k in 0..u64::from(*count) {
+                    let i = u64::from(*from) + k * u64::from(*every);
+                    let name = format!("{prefix}{i}");
+                    let at = index
+                        .get(&key_for(&name))
+                        .ok_or_else(|| format!("no peer {name:?} on {interface}"))?;
+                    iface.peers[*at].last_handshake = Some(now);
+                }
+            }
             Action::RemovePeer { interface, peer } => {
                 let key = key_for(peer);
                 let iface = self
@@ -545,6 +656,49 @@ steps:
         let s3 = sim.snapshot_at(t(120), &all);
         assert!(s3.interfaces[0].peers.is_empty());
         assert!(sim.finished());
+    }
+
+    /// Hosts of 100,000 peers fit in a scenario: bulk steps add peers with
+    /// one address each and handshake every n-th of them.
+    #[test]
+    fn bulk_steps_add_many_peers_and_handshake_every_nth() {
+        let text = "steps:\n  - at: 0s\n    add_interface: { name: wg0 }\n  \
+                    - at: 0s\n    add_peers: { interface: wg0, count: 100000, prefix: p, network: 10.0.0.0/8 }\n  \
+                    - at: 10s\n    handshakes: { interface: wg0, count: 3, prefix: p, from: 1, every: 2 }\n";
+        let mut sim = SimBackend::new(Scenario::parse(text, "bulk").unwrap());
+        let all = InterfaceFilter::default();
+        assert_eq!(sim.snapshot_at(t(0), &all).peer_count(), 100_000);
+        let s = sim.snapshot_at(t(20), &all);
+        let peers = &s.interfaces[0].peers;
+        assert_eq!(peers.len(), 100_000);
+        assert_eq!(peers[0].public_key, key_for("p0"));
+        assert_eq!(
+            peers[0].allowed_ips,
+            ["10.0.0.1/32".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            peers[99_999].allowed_ips,
+            ["10.1.134.160/32".parse::<IpNet>().unwrap()]
+        );
+        let shook: Vec<usize> = (0..peers.len())
+            .filter(|&i| peers[i].last_handshake == Some(t(10)))
+            .collect();
+        assert_eq!(shook, [1, 3, 5]);
+        let small = "steps:\n  - at: 0s\n    add_interface: { name: wg0 }\n  \
+                     - at: 0s\n    add_peers: { interface: wg0, count: 3, network: 10.0.0.0/31 }\n";
+        let err = Scenario::parse(small, "s.yaml").unwrap_err().to_string();
+        assert!(
+            err.ends_with("10.0.0.0/31 holds fewer than 3 host addresses"),
+            "{err}"
+        );
+        let six = "steps:\n  - at: 0s\n    add_interface: { name: wg0 }\n  \
+                   - at: 0s\n    add_peers: { interface: wg0, count: 2, network: \"fd00::/64\" }\n";
+        let mut sim = SimBackend::new(Scenario::parse(six, "six").unwrap());
+        let s = sim.snapshot_at(t(0), &all);
+        assert_eq!(
+            s.interfaces[0].peers[1].allowed_ips,
+            ["fd00::2/128".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]
