@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -77,16 +78,22 @@ def proc_mem(pid):
     return rss, hwm
 
 
-def run_once(argv, stdin=None):
-    """Runs argv to completion; returns (stdout bytes, wall s, cpu s, maxrss KiB).
+def run_once(argv):
+    """Runs argv (an `ip netns exec NS CMD...` or a plain command) to the end.
 
-    The child's own rusage comes from wait4 on its PID (`ip netns exec`
-    execs the command, so the PID is the measured program).
+    Returns (stdout bytes, wall s, cpu s, peak RSS KiB). cpu is user+sys
+    from wait4 on the child: `ip netns exec` execs, so it is the command's
+    own plus the little `ip` and /usr/bin/time spend (see `baseline`). The
+    peak RSS is /usr/bin/time's %M of the command alone: ru_maxrss of a
+    child forked from Python would include Python's RSS at the fork.
     """
-    import tempfile
-    with tempfile.TemporaryFile() as errf:
+    with tempfile.TemporaryFile() as errf, tempfile.NamedTemporaryFile("r") as tf:
+        if argv[:2] == ["ip", "netns"]:
+            full = argv[:4] + ["/usr/bin/time", "-o", tf.name, "-f", "%M"] + argv[4:]
+        else:
+            full = ["/usr/bin/time", "-o", tf.name, "-f", "%M"] + argv
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf)
+        p = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=errf)
         out = p.stdout.read()
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.monotonic() - t0
@@ -94,12 +101,16 @@ def run_once(argv, stdin=None):
         p.stdout.close()
         errf.seek(0)
         err = errf.read()
+        lines = tf.read().split()
+        maxrss = int(lines[-1]) if lines else None
     if p.returncode != 0:
         raise RuntimeError(f"{argv} exited {p.returncode}: {err.decode(errors='replace')[-2000:]}")
-    return out, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss
+    return out, wall, ru.ru_utime + ru.ru_stime, maxrss
 
 
-def median_runs(argv, repeat):
+def median_runs(argv, repeat, baseline=None):
+    """Median of `repeat` runs; wall and cpu less the baseline's (the same
+    launch of `true`), when given."""
     walls, cpus, rsss = [], [], []
     out = b""
     for _ in range(repeat):
@@ -107,9 +118,10 @@ def median_runs(argv, repeat):
         walls.append(wall)
         cpus.append(cpu)
         rsss.append(rss)
+    bw, bc = (baseline["wall"], baseline["cpu"]) if baseline else (0.0, 0.0)
     return {
-        "wall": statistics.median(walls),
-        "cpu": statistics.median(cpus),
+        "wall": max(0.0, statistics.median(walls) - bw),
+        "cpu": max(0.0, statistics.median(cpus) - bc),
         "rss": statistics.median(rsss),
         "lines": out.count(b"\n"),
         "bytes": len(out),
@@ -310,7 +322,10 @@ class Bench:
         wg = self.start_wireguard(ifname, n)
         try:
             # 2. wg show IF dump
-            dump = median_runs(self.nsexec("wg", "show", ifname, "dump"), self.a.repeat)
+            base = median_runs(self.nsexec("true"), 7)
+            self.add(sec, "launch overhead subtracted below (`ip netns exec` + /usr/bin/time of `true`): wall / cpu",
+                     f"{fmt_s(base['wall'])} / {fmt_s(base['cpu'])}")
+            dump = median_runs(self.nsexec("wg", "show", ifname, "dump"), self.a.repeat, base)
             if dump["lines"] != n + 1:
                 raise RuntimeError(f"wg show {ifname} dump printed {dump['lines']} lines, expected {n + 1}")
             self.add(sec, "`wg show dump`: wall (median of %d)" % dump["repeat"], fmt_s(dump["wall"]))
@@ -327,7 +342,7 @@ class Bench:
                 "log:\n  level: warn\n"
             ))
             # 4. wghook peers --json (one call, before the daemon runs)
-            pr = median_runs(self.nsexec(self.wghook, "peers", "--json", "-c", cfg), 1)
+            pr = median_runs(self.nsexec(self.wghook, "peers", "--json", "-c", cfg), 1, base)
             self.add(sec, "`wghook peers --json`: wall (1 call)", fmt_s(pr["wall"]))
             self.add(sec, "`wghook peers --json`: cpu user+sys", fmt_s(pr["cpu"]))
             self.add(sec, "`wghook peers --json`: peak RSS", fmt_kib(pr["rss"]))
