@@ -382,7 +382,8 @@ class Bench:
             self.add(sec, "`wghook run`: steady RSS (VmRSS)", fmt_kib(rss))
             self.add(sec, "`wghook run`: peak RSS / `wg show dump` peak RSS",
                      f"{hwm / dump['rss']:.1f}x" if dump["rss"] else "n/a")
-            self.add(sec, "state database size", fmt_kib(os.path.getsize(db) // 1024))
+            size = sum(os.path.getsize(db + x) for x in ("", "-wal") if os.path.exists(db + x))
+            self.add(sec, "state database size (with -wal)", fmt_kib(size // 1024))
             self.stop(d)
             if d.returncode not in (0, -signal.SIGTERM):
                 self.notes.append(f"wghook run ({ifname}) exited {d.returncode} at SIGTERM")
@@ -508,7 +509,7 @@ http {{
             if t_all is None:
                 raise RuntimeError(f"only {last_count} of {events} webhooks reached nginx")
             stamps = [float(l.split()[0]) for l in data.splitlines()]
-            statuses = set(l.split()[1] for l in data.splitlines())
+            statuses = set(l.split()[1].decode() for l in data.splitlines())
             # Committed: the daemon's pending gauge back to 0, then the outbox
             # as `wghook outbox` reads it from the database.
             _, t_pending0 = self.wait_metrics(murl, d, lambda m: metric_sum(m, "wghook_pending_events") == 0,
@@ -601,13 +602,15 @@ http {{
             mem = int(f.readline().split()[1])
         commit = subprocess.run(["git", "-C", self.a.repo, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip() or "?"
+        src_commit = subprocess.run(["git", "-C", self.a.repo, "log", "-1", "--format=%h", "--", "src", "Cargo.toml", "Cargo.lock"],
+                                    capture_output=True, text=True).stdout.strip() or "?"
         dirty = subprocess.run(["git", "-C", self.a.repo, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
                                capture_output=True, text=True).stdout.strip()
         wgv = subprocess.run(["wireguard-go", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         ngv = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
         return [
             ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-            ("wghook commit", commit + (" (src modified)" if dirty else "")),
+            ("wghook commit", commit + (" (src modified)" if dirty else "") + f"; last change to src: {src_commit}"),
             ("nproc", str(os.cpu_count())),
             ("cpu", model),
             ("memory", f"{mem / 1024 / 1024:.1f} GiB"),
