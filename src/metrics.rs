@@ -1056,6 +1056,21 @@ mod tests {
         assert_eq!(value(&s, "wghook_deliveries_total", &ops_ok), Some(2.0));
     }
 
+    #[test]
+    fn a_webhook_health_is_a_gauge_forgotten_with_the_webhook() {
+        let metrics = Metrics::new(true);
+        metrics.set_healthy("ops", true);
+        metrics.set_healthy("audit", true);
+        metrics.set_healthy("audit", false);
+        let s = parse(&metrics.encode());
+        let (ops, audit) = ([("webhook", "ops")], [("webhook", "audit")]);
+        assert_eq!(value(&s, "wghook_webhook_healthy", &ops), Some(1.0));
+        assert_eq!(value(&s, "wghook_webhook_healthy", &audit), Some(0.0));
+        metrics.forget_webhook("audit");
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "wghook_webhook_healthy", &audit), None);
+    }
+
     #[tokio::test]
     async fn serve_answers_a_real_scrape_and_stops_on_shutdown() {
         let (metrics, _) = observed(true, &scenario());
