@@ -18,7 +18,8 @@
 //!   `wghook_poll_errors_total`, `wghook_dropped_events_total`,
 //!   `wghook_outbox_quarantined_rows_total`, `wghook_events_total{kind}`,
 //!   `wghook_deliveries_total{webhook,outcome}`, `wghook_pending_events{webhook}`,
-//!   `wghook_given_up_events{webhook}`, `wghook_oldest_pending_age_seconds{webhook}`.
+//!   `wghook_given_up_events{webhook}`, `wghook_oldest_pending_age_seconds{webhook}`,
+//!   `wghook_webhook_healthy{webhook}`.
 //!
 //! Invariants: with `per_peer_metrics: false` no series carries a peer's
 //! key or name (label cardinality stays at the number of interfaces); label
@@ -133,6 +134,7 @@ struct Inner {
     pending: Family<WebhookLabels, Gauge>,
     given_up: Family<WebhookLabels, Gauge>,
     oldest_age: Family<WebhookLabels, Gauge<f64, AtomicU64>>,
+    healthy: Family<WebhookLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -231,6 +233,12 @@ impl Metrics {
             Unit::Seconds,
             oldest_age.clone(),
         );
+        let healthy = Family::<WebhookLabels, Gauge>::default();
+        registry.register(
+            "wghook_webhook_healthy",
+            "1 while the webhook's receiver answers, 0 while it looks down (one probe at a time), by webhook",
+            healthy.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -244,6 +252,7 @@ impl Metrics {
                 pending,
                 given_up,
                 oldest_age,
+                healthy,
             }),
         }
     }
@@ -336,6 +345,18 @@ impl Metrics {
         self.inner.pending.remove(&labels);
         self.inner.given_up.remove(&labels);
         self.inner.oldest_age.remove(&labels);
+        self.inner.healthy.remove(&labels);
+    }
+
+    /// Sets whether a webhook's receiver answers (1) or looks down (0).
+    pub fn set_healthy(&self, webhook: &str, healthy: bool) {
+        let labels = WebhookLabels {
+            webhook: webhook.to_string(),
+        };
+        self.inner
+            .healthy
+            .get_or_create(&labels)
+            .set(i64::from(healthy));
     }
 
     /// All metrics in the OpenMetrics text format (ends with `# EOF`).
@@ -1033,6 +1054,21 @@ mod tests {
         assert_eq!(value(&s, "wghook_pending_events", &ops), None);
         assert_eq!(value(&s, "wghook_pending_events", &audit), Some(0.0));
         assert_eq!(value(&s, "wghook_deliveries_total", &ops_ok), Some(2.0));
+    }
+
+    #[test]
+    fn a_webhook_health_is_a_gauge_forgotten_with_the_webhook() {
+        let metrics = Metrics::new(true);
+        metrics.set_healthy("ops", true);
+        metrics.set_healthy("audit", true);
+        metrics.set_healthy("audit", false);
+        let s = parse(&metrics.encode());
+        let (ops, audit) = ([("webhook", "ops")], [("webhook", "audit")]);
+        assert_eq!(value(&s, "wghook_webhook_healthy", &ops), Some(1.0));
+        assert_eq!(value(&s, "wghook_webhook_healthy", &audit), Some(0.0));
+        metrics.forget_webhook("audit");
+        let s = parse(&metrics.encode());
+        assert_eq!(value(&s, "wghook_webhook_healthy", &audit), None);
     }
 
     #[tokio::test]

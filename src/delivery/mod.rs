@@ -16,7 +16,8 @@
 //! sent again after the restart, with the same `webhook-id`.
 //!
 //! Rooms: `types` (the plain things the parts share), `worker` (one
-//! webhook's task), `watcher` (the writer thread and the outbox watcher).
+//! webhook's task), `health` (whether a receiver looks down: one probe at
+//! a time), `watcher` (the writer thread and the outbox watcher).
 
 pub mod auth;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod settings;
 pub mod signing;
 pub mod webhook_settings;
 
+mod health;
 mod net;
 mod types;
 mod watcher;
@@ -180,6 +182,7 @@ impl Delivery {
                     shutdown_timeout: settings.shutdown_timeout,
                     ack_tx: ack_tx.clone(),
                     awaiting: 0,
+                    health: Default::default(),
                 };
                 tasks.spawn(worker.run(rx, ack_rx));
                 hooks.push(Hook {

@@ -106,6 +106,25 @@ impl Schedule {
         self.delays.get(i).copied().unwrap_or(Duration::ZERO)
     }
 
+    /// The wait after `attempts` failed attempts: the scheduled delay (at
+    /// most `at_most`) with jitter (`unit` in [0, 1) drives it), lengthened
+    /// by `retry_after` (capped at [`Schedule::max_delay`]) when that is longer.
+    pub fn delay(
+        &self,
+        attempts: u32,
+        at_most: Duration,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) -> Duration {
+        let base = self.base_delay(attempts).min(at_most).as_secs_f64();
+        let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        let scheduled = Duration::from_secs_f64((base * factor).max(0.0));
+        match retry_after {
+            Some(asked) => scheduled.max(asked.min(self.max_delay())),
+            None => scheduled,
+        }
+    }
+
     /// When to try next after `attempts` failed attempts, or `None` to give up
     /// because the event would be older than `max_event_age` by then.
     /// `unit` in [0, 1) drives the jitter (the caller passes a random number).
@@ -119,13 +138,7 @@ impl Schedule {
         retry_after: Option<Duration>,
         unit: f64,
     ) -> Option<DateTime<Utc>> {
-        let base = self.base_delay(attempts).as_secs_f64();
-        let factor = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        let scheduled = Duration::from_secs_f64((base * factor).max(0.0));
-        let delay = match retry_after {
-            Some(asked) => scheduled.max(asked.min(self.max_delay())),
-            None => scheduled,
-        };
+        let delay = self.delay(attempts, Duration::MAX, retry_after, unit);
         let at = now + TimeDelta::from_std(delay).ok()?;
         let deadline = event_time + TimeDelta::from_std(self.max_event_age).ok()?;
         (at <= deadline).then_some(at)

@@ -81,6 +81,8 @@ pub struct Queue {
     ready: BTreeSet<(i64, i64)>,
     /// Every pending seq: the first is the oldest event.
     seqs: BTreeSet<i64>,
+    /// (born in ms, seq) of the items not in flight: the oldest first.
+    idle: BTreeSet<(i64, i64)>,
 }
 
 /// The cross wait bound in the queue's unit.
@@ -150,6 +152,7 @@ impl Queue {
         lane.insert(at, seq);
         let displaced = (at == 0).then(|| lane.get(1).copied()).flatten();
         self.seqs.insert(seq);
+        self.idle.insert((item.born, seq));
         self.slots.insert(
             seq,
             Slot {
@@ -180,7 +183,40 @@ impl Queue {
         let slot = self.slots.get_mut(&seq)?;
         slot.ready_at = None;
         slot.in_flight = true;
+        self.idle.remove(&(slot.item.born, seq));
         Some(slot.item.clone())
+    }
+
+    /// The oldest item not in flight born at or before `born_ms`, marked in
+    /// flight (to be given up by age, whatever its place in the order).
+    pub fn take_born_by(&mut self, born_ms: i64) -> Option<Item> {
+        let &(born, seq) = self.idle.first()?;
+        if born > born_ms {
+            return None;
+        }
+        self.idle.remove(&(born, seq));
+        self.unready(seq);
+        let slot = self.slots.get_mut(&seq)?;
+        slot.in_flight = true;
+        Some(slot.item.clone())
+    }
+
+    /// When the oldest item not in flight was born (ms), if any.
+    pub fn oldest_idle_born(&self) -> Option<i64> {
+        self.idle.first().map(|&(born, _)| born)
+    }
+
+    /// Makes `seq`, waiting for a retry, due at `now_ms` if it was due later.
+    pub fn release(&mut self, seq: i64, now_ms: i64) {
+        let Some(slot) = self.slots.get_mut(&seq) else {
+            return;
+        };
+        if slot.in_flight || slot.item.due <= now_ms {
+            return;
+        }
+        slot.item.due = now_ms;
+        self.unready(seq);
+        self.consider(seq);
     }
 
     /// Whether `seq` (just taken) goes ahead of an event it was to wait
@@ -200,6 +236,9 @@ impl Queue {
     /// Puts an attempted item back, to be tried again at `due` (ms).
     pub fn retry(&mut self, seq: i64, attempts: u32, due: i64) {
         if let Some(slot) = self.slots.get_mut(&seq) {
+            if slot.in_flight {
+                self.idle.insert((slot.item.born, seq));
+            }
             slot.in_flight = false;
             slot.item.attempts = attempts;
             slot.item.due = due;
@@ -212,6 +251,7 @@ impl Queue {
     pub fn remove(&mut self, seq: i64) -> Option<Item> {
         let slot = self.slots.remove(&seq)?;
         self.seqs.remove(&seq);
+        self.idle.remove(&(slot.item.born, seq));
         if let Some(at) = slot.ready_at {
             self.ready.remove(&(at, seq));
         }
@@ -416,6 +456,46 @@ mod tests {
     }
 
     const WAIT: i64 = CROSS_WAIT.as_millis() as i64;
+
+    #[test]
+    fn a_released_retry_is_due_at_once_in_its_place() {
+        let mut q = Queue::default();
+        q.push(item(1, "wg0", Some(1), 0));
+        q.push(item(2, "wg0", Some(1), 0));
+        assert_eq!(drain(&mut q, 0), [1]);
+        q.retry(1, 1, 30_000);
+        assert_eq!(drain(&mut q, 100), Vec::<i64>::new());
+        q.release(1, 100);
+        assert_eq!(q.next_due(), Some(100));
+        assert_eq!(drain(&mut q, 100), [1], "the head first, still alone");
+        q.release(1, 100); // in flight: nothing to do
+        q.release(9, 100); // unknown: nothing to do
+        q.retry(1, 2, 50);
+        q.release(1, 100); // due earlier already: kept
+        assert_eq!(q.next_due(), Some(50));
+    }
+
+    #[test]
+    fn the_oldest_idle_items_are_taken_by_age_whatever_their_place() {
+        let mut q = Queue::default();
+        q.push(kind_item(1, "wg0", Some(1), EventKind::Update, 0, 0));
+        q.push(kind_item(2, "wg0", Some(1), EventKind::Update, 10, 0));
+        q.push(kind_item(3, "wg0", Some(2), EventKind::Update, 20, 0));
+        assert_eq!(drain(&mut q, 0), [1, 3]);
+        assert_eq!(q.oldest_idle_born(), Some(10), "1 and 3 are in flight");
+        assert!(q.take_born_by(9).is_none());
+        assert_eq!(q.take_born_by(10).map(|i| i.seq), Some(2));
+        assert_eq!(q.oldest_idle_born(), None);
+        q.retry(1, 1, 500);
+        assert_eq!(q.oldest_idle_born(), Some(0));
+        assert_eq!(q.take_born_by(100).map(|i| i.seq), Some(1));
+        assert_eq!(q.next_due(), None, "taken out of the ready set");
+        q.remove(1);
+        q.remove(2);
+        q.retry(3, 1, 0);
+        assert_eq!(q.oldest_idle_born(), Some(20));
+        assert_eq!(drain(&mut q, 0), [3]);
+    }
 
     #[test]
     fn one_peer_goes_in_order_and_peers_go_in_parallel() {

@@ -353,3 +353,443 @@ async fn a_wall_clock_step_back_does_not_delay_retries() {
     .await;
     r.delivery.shutdown().await;
 }
+
+// ---- Outages (issue 13): one probe at a time while the receiver is down,
+// everything released at the first answer.
+
+/// A receiver that is down (`down` answers every request) until `up` is
+/// set, then answers `up_answer`. Each request takes `latency` of tokio
+/// time; the receiver records how many requests it had at once.
+struct Receiver {
+    up: std::sync::atomic::AtomicBool,
+    down: fn() -> AttemptResult,
+    up_answer: fn(&Event) -> AttemptResult,
+    latency: Duration,
+    in_flight: AtomicUsize,
+    /// Most requests at once that began while down / up.
+    most_down: AtomicUsize,
+    most_up: AtomicUsize,
+    /// Every request: when it began, the event, whether the receiver was
+    /// up, how many requests it had then (this one included).
+    log: Mutex<Vec<(tokio::time::Instant, uuid::Uuid, bool, usize)>>,
+    /// The events answered 2xx, in the order the requests began.
+    delivered: Mutex<Vec<uuid::Uuid>>,
+}
+
+impl Receiver {
+    fn new(down: fn() -> AttemptResult, up_answer: fn(&Event) -> AttemptResult) -> Arc<Self> {
+        Arc::new(Self {
+            up: false.into(),
+            down,
+            up_answer,
+            latency: Duration::from_millis(1),
+            in_flight: AtomicUsize::new(0),
+            most_down: AtomicUsize::new(0),
+            most_up: AtomicUsize::new(0),
+            log: Mutex::new(Vec::new()),
+            delivered: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    fn attempts(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Requests made while the receiver was down, from `from` on: when
+    /// each began and how many the receiver then had.
+    fn down_from(&self, from: tokio::time::Instant) -> Vec<(tokio::time::Instant, usize)> {
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .filter(|a| !a.2 && a.0 >= from)
+            .map(|a| (a.0, a.3))
+            .collect()
+    }
+
+    /// Most requests at once, among those begun while down from `from` on.
+    fn most_down_from(&self, from: tokio::time::Instant) -> usize {
+        self.down_from(from).iter().map(|a| a.1).max().unwrap_or(0)
+    }
+
+    fn delivered(&self) -> Vec<uuid::Uuid> {
+        self.delivered.lock().unwrap().clone()
+    }
+}
+
+impl Transport for Receiver {
+    fn name(&self) -> &str {
+        "default"
+    }
+
+    fn send<'a>(&'a self, event: &'a Event, _now: DateTime<Utc>) -> BoxFuture<'a, Attempt> {
+        let up = self.is_up();
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let most = if up { &self.most_up } else { &self.most_down };
+        most.fetch_max(now, Ordering::SeqCst);
+        self.log
+            .lock()
+            .unwrap()
+            .push((tokio::time::Instant::now(), event.id, up, now));
+        let result = if up {
+            (self.up_answer)(event)
+        } else {
+            (self.down)()
+        };
+        if up && matches!(result, AttemptResult::Status { code, .. } if (200..300).contains(&code))
+        {
+            self.delivered.lock().unwrap().push(event.id);
+        }
+        Box::pin(async move {
+            tokio::time::sleep(self.latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Attempt {
+                result,
+                elapsed: self.latency,
+            }
+        })
+    }
+}
+
+fn refused() -> AttemptResult {
+    AttemptResult::Failed("connection refused".into())
+}
+
+fn ok(_: &Event) -> AttemptResult {
+    AttemptResult::Status {
+        code: 200,
+        body: String::new(),
+        retry_after: None,
+    }
+}
+
+/// One webhook named `default` with the retry section `retry` (lines
+/// indented four spaces) and `delivery` lines.
+fn config_retry(retry: &str, delivery: &str) -> crate::config::Config {
+    let text = format!(
+        "webhook:\n  url: http://127.0.0.1:9/hook\n\
+         delivery:\n  retry:\n{retry}{delivery}"
+    );
+    crate::config::parse_str(&text, std::path::Path::new("/etc/wghook/test.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Outage {
+    _dir: tempfile::TempDir,
+    store: Arc<Mutex<Store>>,
+    receiver: Arc<Receiver>,
+    delivery: Delivery,
+}
+
+fn start_outage(cfg: &crate::config::Config, receiver: Arc<Receiver>) -> Outage {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Mutex::new(Store::open(dir.path()).unwrap()));
+    let hook = cfg.webhooks[0].clone();
+    let transport: Arc<dyn Transport> = receiver.clone();
+    let delivery = Delivery::start_clocked(
+        Arc::clone(&store),
+        vec![(hook, transport)],
+        &cfg.delivery,
+        None,
+        Clocks::new(Utc::now),
+    )
+    .unwrap();
+    Outage {
+        _dir: dir,
+        store,
+        receiver,
+        delivery,
+    }
+}
+
+/// Event `i` of peer `peer` of interface `wg1`.
+fn nth_peer_event(peer: u8, i: u32) -> Event {
+    let mut e = event(1);
+    let item = scheduler::tests_support::kind_item(
+        0,
+        &e.interface.name,
+        Some(peer),
+        crate::event::EventKind::Update,
+        0,
+        0,
+    );
+    e.kind = crate::event::EventKind::Update;
+    e.entity = crate::event::Entity::Peer;
+    e.peer = item.event.peer.clone();
+    e.sequence = u64::from(i);
+    e.id = uuid::Uuid::now_v7();
+    e
+}
+
+/// Commits `per_peer` events for each of `peers` peers, interleaved, in
+/// polls of `per_poll` events `gap` of tokio time apart; returns each
+/// peer's events in commit order.
+async fn commit_peers(
+    delivery: &Delivery,
+    peers: u8,
+    per_peer: u32,
+    per_poll: usize,
+    gap: Duration,
+) -> HashMap<u8, Vec<uuid::Uuid>> {
+    let mut order: HashMap<u8, Vec<uuid::Uuid>> = HashMap::new();
+    let mut all = Vec::new();
+    for i in 0..per_peer {
+        for p in 1..=peers {
+            let e = nth_peer_event(p, i);
+            order.entry(p).or_default().push(e.id);
+            all.push(e);
+        }
+    }
+    for poll in all.chunks(per_poll) {
+        delivery
+            .commit(poll.to_vec(), &State::empty(), &Changes::default())
+            .unwrap();
+        tokio::time::sleep(gap).await;
+    }
+    order
+}
+
+/// Asserts that each peer's delivered events came in commit order, each once.
+fn assert_peer_order(delivered: &[uuid::Uuid], order: &HashMap<u8, Vec<uuid::Uuid>>) {
+    let peer_of: HashMap<uuid::Uuid, u8> = order
+        .iter()
+        .flat_map(|(p, ids)| ids.iter().map(move |id| (*id, *p)))
+        .collect();
+    let mut seen: HashMap<u8, Vec<uuid::Uuid>> = HashMap::new();
+    for id in delivered {
+        if let Some(p) = peer_of.get(id) {
+            seen.entry(*p).or_default().push(*id);
+        }
+    }
+    for (p, ids) in order {
+        assert!(
+            seen.get(p) == Some(ids),
+            "peer {p}: delivered out of order or not exactly once"
+        );
+    }
+}
+
+/// [`until`] in steps of 1 ms of tokio time: while the engine waits for
+/// the writer thread (real time), the tokio clock moves 1 ms per turn, not
+/// 5, so that the time measured is the engine's own waits (probe and retry
+/// timers, the receiver's latency), not the database's.
+async fn until_fine(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn pending(store: &Mutex<Store>) -> u64 {
+    lock(store).pending_count().unwrap()
+}
+
+use std::collections::HashMap;
+
+/// Issue 13: 10,000 events queued while the receiver was down went out,
+/// after it came back, each on its own backoff step (34 s for 50 events),
+/// and while it was down every event's retry timer fired on its own:
+/// `max_in_flight` requests at a time against a dead receiver.
+#[tokio::test(start_paused = true)]
+async fn a_receiver_down_gets_one_probe_at_a_time_and_everything_when_back() {
+    // The default steps: each event's own retries would be 30 s apart
+    // by the end of the outage.
+    let cfg = config_retry("    delays: [0s, 5s, 30s, 2m, 10m]\n", "");
+    let o = start_outage(&cfg, Receiver::new(refused, ok));
+    let began = tokio::time::Instant::now();
+    // 100 peers x 100 events, in 20 polls of 500 over the outage's first 10 s.
+    let order = commit_peers(&o.delivery, 100, 100, 500, Duration::from_millis(500)).await;
+    tokio::time::sleep_until(began + Duration::from_secs(60)).await;
+    // The first poll finds the receiver down with up to max_in_flight
+    // requests (nothing said it was down yet); after that, one at a time.
+    let max = cfg.webhooks[0].max_in_flight;
+    assert!(o.receiver.most_down.load(Ordering::SeqCst) <= max);
+    let settled = began + Duration::from_millis(500);
+    assert_eq!(
+        o.receiver.most_down_from(settled),
+        1,
+        "one request at a time while the receiver is down"
+    );
+    // A probe every 3 s (+/-20 %): about 20 in a minute.
+    let probes = o.receiver.down_from(settled).len();
+    assert!(
+        (2..=30).contains(&probes),
+        "{probes} attempts over a minute's outage"
+    );
+    assert_eq!(pending(&o.store), 10_000);
+
+    o.receiver.up.store(true, Ordering::SeqCst);
+    let back = tokio::time::Instant::now();
+    let store = &o.store;
+    until_fine("everything to be delivered", || pending(store) == 0).await;
+    let took = back.elapsed();
+    assert!(
+        took <= Duration::from_secs(5),
+        "took {took:?} after the receiver came back"
+    );
+    assert!(
+        o.receiver.most_up.load(Ordering::SeqCst) <= cfg.webhooks[0].max_in_flight,
+        "never more than max_in_flight"
+    );
+    assert_peer_order(&o.receiver.delivered(), &order);
+    o.delivery.shutdown().await;
+}
+
+/// The first event of the queue (the first probe) is one the receiver
+/// refuses with 500 whether it is up or not: the webhook must come back
+/// anyway, and stay up while that event keeps failing.
+fn poison_or_ok(e: &Event) -> AttemptResult {
+    let code = if e.sequence == POISON { 500 } else { 200 };
+    AttemptResult::Status {
+        code,
+        body: String::new(),
+        retry_after: None,
+    }
+}
+
+const POISON: u64 = 4242;
+
+#[tokio::test(start_paused = true)]
+async fn a_poisonous_event_does_not_keep_the_webhook_down() {
+    let cfg = config_retry("    delays: [0s, 1s, 2s]\n", "");
+    let o = start_outage(&cfg, Receiver::new(refused, poison_or_ok));
+    let mut poison = nth_peer_event(200, 0);
+    poison.sequence = POISON;
+    let poison_id = poison.id;
+    o.delivery
+        .commit(vec![poison], &State::empty(), &Changes::default())
+        .unwrap();
+    let began = tokio::time::Instant::now();
+    let order = commit_peers(&o.delivery, 10, 20, 50, Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let settled = began + Duration::from_millis(500);
+    assert_eq!(o.receiver.most_down_from(settled), 1);
+    let probes = o.receiver.down_from(settled).len();
+    assert!(probes <= 8, "{probes} attempts over a 10 s outage");
+
+    o.receiver.up.store(true, Ordering::SeqCst);
+    let back = tokio::time::Instant::now();
+    let store = &o.store;
+    until("all but the poison to be delivered", || pending(store) == 1).await;
+    assert!(
+        back.elapsed() <= Duration::from_secs(5),
+        "took {:?}",
+        back.elapsed()
+    );
+    assert_peer_order(&o.receiver.delivered(), &order);
+
+    // The poison keeps failing (every ~2 s) while new events flow at once,
+    // several at a time: the webhook stays up.
+    for round in 0..10u32 {
+        let e = nth_peer_event(1, 1000 + round);
+        let id = e.id;
+        let batch: Vec<Event> = (0..8)
+            .map(|p| nth_peer_event(p + 2, 1000 + round))
+            .collect();
+        let at = tokio::time::Instant::now();
+        o.delivery
+            .commit(
+                std::iter::once(e).chain(batch).collect(),
+                &State::empty(),
+                &Changes::default(),
+            )
+            .unwrap();
+        until("the new events to be delivered", || {
+            pending(store) == 1 && o.receiver.delivered().contains(&id)
+        })
+        .await;
+        assert!(
+            at.elapsed() < Duration::from_millis(500),
+            "round {round}: new events waited {:?}",
+            at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let poison_tries = o
+        .receiver
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a.1 == poison_id && a.2)
+        .count();
+    assert!(
+        poison_tries >= 3,
+        "the poison is still retried ({poison_tries})"
+    );
+    assert_eq!(state_of(store, poison_id).as_deref(), Some("pending"));
+    o.delivery.shutdown().await;
+}
+
+fn busy() -> AttemptResult {
+    AttemptResult::Status {
+        code: 503,
+        body: String::new(),
+        retry_after: Some(Duration::from_secs(10)),
+    }
+}
+
+/// While the receiver is down, its `Retry-After` spaces the probes.
+#[tokio::test(start_paused = true)]
+async fn retry_after_spaces_the_probes_while_down() {
+    let cfg = config_retry("    delays: [0s, 1s, 2s, 60s]\n", "");
+    let o = start_outage(&cfg, Receiver::new(busy, ok));
+    let began = tokio::time::Instant::now();
+    commit_peers(&o.delivery, 10, 10, 100, Duration::ZERO).await;
+    tokio::time::sleep_until(began + Duration::from_secs(35)).await;
+    // The first requests (the receiver was not known to be down), then
+    // one every 10 s (Retry-After beats the 1 s and 2 s steps).
+    let settled = began + Duration::from_millis(500);
+    assert_eq!(o.receiver.most_down_from(settled), 1);
+    let probes: Vec<_> = o.receiver.down_from(settled).iter().map(|a| a.0).collect();
+    assert!((2..=3).contains(&probes.len()), "{} probes", probes.len());
+    assert!(probes[0] - began >= Duration::from_secs(10));
+    for pair in probes.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_secs(10), "probes {gap:?} apart");
+    }
+    o.receiver.up.store(true, Ordering::SeqCst);
+    let store = &o.store;
+    // The next probe is due within the 60 s step (+20 %).
+    tokio::time::sleep(Duration::from_secs(72)).await;
+    until("everything to be delivered", || pending(store) == 0).await;
+    o.delivery.shutdown().await;
+}
+
+/// While the receiver is down, events are still given up at
+/// `max_event_age`, without a request each.
+#[tokio::test(start_paused = true)]
+async fn max_event_age_gives_events_up_while_down() {
+    let cfg = config_retry("    delays: [0s, 1s, 2s]\n    max_event_age: 5s\n", "");
+    let o = start_outage(&cfg, Receiver::new(refused, ok));
+    let began = tokio::time::Instant::now();
+    commit_peers(&o.delivery, 20, 10, 200, Duration::ZERO).await;
+    let store = &o.store;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pending(store), 200, "not yet");
+    until("every event to be given up", || {
+        lock(store).given_up_count("default").unwrap() == 200
+    })
+    .await;
+    let took = began.elapsed();
+    assert!(
+        took <= Duration::from_secs(7),
+        "given up after {took:?} (max_event_age 5 s)"
+    );
+    // The first requests, then a probe at ~1 s, ~3 s, ~5 s.
+    let settled = began + Duration::from_millis(500);
+    let probes = o.receiver.down_from(settled).len();
+    assert!(probes <= 4, "{probes} probes while down");
+    assert_eq!(o.receiver.most_down_from(settled), 1);
+    assert!(o.receiver.attempts() <= 20);
+    o.delivery.shutdown().await;
+}

@@ -9,6 +9,7 @@ use futures::FutureExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::health::{Change, Health};
 use super::http::{self, AttemptResult};
 use super::retry::{classify, Decision, Schedule};
 use super::scheduler::CROSS_WAIT;
@@ -35,6 +36,8 @@ pub(super) struct Worker {
     /// only re-send what was in flight.
     pub(super) ack_tx: mpsc::UnboundedSender<Ack>,
     pub(super) awaiting: usize,
+    /// Whether the receiver looks down (then one probe at a time).
+    pub(super) health: Health,
 }
 
 /// The attempt of a delivery whose task panicked: failed, so the delivery is
@@ -62,6 +65,7 @@ impl Worker {
         let mut in_flight: JoinSet<(i64, http::Attempt)> = JoinSet::new();
         let mut disabled = false;
         let mut draining = false;
+        self.publish_health();
         loop {
             self.publish_stats();
             if draining
@@ -72,11 +76,16 @@ impl Worker {
                 return;
             }
             let now = self.clocks.now();
+            let limit = self.health.limit(self.max_in_flight);
             if !disabled {
-                while in_flight.len() + self.awaiting < self.max_in_flight {
+                if self.health.is_down() {
+                    self.expire(now);
+                }
+                while in_flight.len() + self.awaiting < limit && self.health.may_send(now.mono) {
                     let Some(item) = self.queue.take_due(now.mono) else {
                         break;
                     };
+                    self.health.sending(item.seq);
                     // Logged once: at its first attempt (retries go ahead too).
                     if item.attempts == 0 && self.queue.went_ahead(item.seq) {
                         tracing::warn!(
@@ -98,13 +107,19 @@ impl Worker {
                     });
                 }
             }
-            let wake = (!disabled && in_flight.len() + self.awaiting < self.max_in_flight)
+            let send_at = (!disabled && in_flight.len() + self.awaiting < limit)
                 .then(|| self.queue.next_due())
                 .flatten()
-                .map(|at| {
-                    let ms = (at - now.mono).max(0);
-                    Duration::from_millis(ms as u64)
-                });
+                .map(|at| at.max(self.health.next_probe().unwrap_or(i64::MIN)));
+            // While down, events still age out (no attempt tells them to).
+            let expire_at = (!disabled && self.health.is_down())
+                .then(|| self.queue.oldest_idle_born())
+                .flatten()
+                .map(|born| born.saturating_add(self.max_event_age_ms()));
+            let wake = send_at.into_iter().chain(expire_at).min().map(|at| {
+                let ms = (at - now.mono).max(0);
+                Duration::from_millis(ms as u64)
+            });
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(Msg::Push(items)) => items.into_iter().for_each(|i| self.queue.push(i)),
@@ -200,8 +215,93 @@ impl Worker {
         self.stats.oldest_ms.store(oldest, Ordering::Relaxed);
     }
 
+    fn max_event_age_ms(&self) -> i64 {
+        i64::try_from(self.schedule.max_event_age.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// While the receiver is down, gives up the events (not in flight) that
+    /// are `max_event_age` old: no failed attempt of theirs would.
+    fn expire(&mut self, now: Now) {
+        let cutoff = now.mono.saturating_sub(self.max_event_age_ms());
+        let webhook = self.sender.name().to_string();
+        while let Some(item) = self.queue.take_born_by(cutoff) {
+            tracing::error!(
+                webhook = %webhook, event_id = %item.event.id, event = %item.event.filter_name(),
+                attempts = item.attempts,
+                "giving up on the event (older than max_event_age; the receiver is down); \
+                 `wghook outbox retry` re-sends it"
+            );
+            self.stats.given_up.fetch_add(1, Ordering::Relaxed);
+            let outcome = Outcome::GaveUp {
+                seq: item.seq,
+                webhook: webhook.clone(),
+                attempts: item.attempts,
+                last_status: None,
+                last_error: "older than max_event_age while the receiver was down".into(),
+            };
+            self.record(item.seq, outcome);
+        }
+    }
+
+    /// Hands a settled outcome to the writer; a delivered or given-up one
+    /// keeps its place until the writer confirms it.
+    fn record(&mut self, seq: i64, outcome: Outcome) {
+        let ack = matches!(outcome, Outcome::Delivered { .. } | Outcome::GaveUp { .. });
+        let record = Record {
+            outcome,
+            ack: ack.then(|| self.ack_tx.clone()),
+        };
+        if ack {
+            self.awaiting += 1;
+        }
+        if let Err(lost) = self.outcomes.send(record) {
+            // The writer is gone (only at shutdown): the delivery stays
+            // pending on disk and goes again after the next start.
+            if lost.0.ack.is_some() {
+                self.confirmed(seq);
+            }
+        }
+    }
+
+    /// Applies what an outcome says about the receiver.
+    fn health_changed(&mut self, change: Change, mono: i64) {
+        let webhook = self.sender.name();
+        match change {
+            Change::None => return,
+            Change::WentDown { next_probe } => tracing::warn!(
+                webhook,
+                pending = self.queue.len(),
+                next_probe_in_ms = (next_probe - mono).max(0),
+                "the receiver looks down: sending one request at a time until it answers"
+            ),
+            Change::CameBack { release } => {
+                for &seq in &release {
+                    self.queue.release(seq, mono);
+                }
+                tracing::info!(
+                    webhook,
+                    pending = self.queue.len(),
+                    "the receiver answered again: sending everything due"
+                );
+            }
+        }
+        self.publish_health();
+    }
+
+    fn publish_health(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.set_healthy(self.sender.name(), !self.health.is_down());
+        }
+    }
+
     /// Applies an attempt's outcome; returns true if the webhook must be disabled.
     pub(super) fn settle(&mut self, seq: i64, attempt: http::Attempt, now: Now) -> bool {
+        let disable = self.settle_item(seq, attempt, now);
+        self.health.done(seq);
+        disable
+    }
+
+    fn settle_item(&mut self, seq: i64, attempt: http::Attempt, now: Now) -> bool {
         let Some(item) = self.queue.get(seq).cloned() else {
             return false; // dropped by the bound while in flight
         };
@@ -246,6 +346,10 @@ impl Worker {
             }
             Decision::GiveUp => give_up("the receiver rejected it"),
             Decision::Retry { retry_after } => {
+                let change =
+                    self.health
+                        .failed(seq, mono, retry_after, &self.schedule, rand::random());
+                self.health_changed(change, mono);
                 let unit: f64 = rand::random();
                 let next = self.schedule.next_attempt(
                     on_timeline(mono),
@@ -305,21 +409,19 @@ impl Worker {
         if let Some(metrics) = &self.metrics {
             metrics.delivery(&webhook, label);
         }
-        let ack = matches!(outcome, Outcome::Delivered { .. } | Outcome::GaveUp { .. });
-        let record = Record {
-            outcome,
-            ack: ack.then(|| self.ack_tx.clone()),
-        };
-        if ack {
-            self.awaiting += 1;
+        // The receiver answered (2xx, or a status that gives the event
+        // up): it is up, whatever it thought of this event.
+        let answered = matches!(outcome, Outcome::Delivered { .. })
+            || matches!(
+                (&outcome, &attempt.result),
+                (Outcome::GaveUp { .. }, AttemptResult::Status { code, .. })
+                    if classify(Some(*code), None) == Decision::GiveUp
+            );
+        if answered {
+            let change = self.health.answered(seq);
+            self.health_changed(change, mono);
         }
-        if let Err(lost) = self.outcomes.send(record) {
-            // The writer is gone (only at shutdown): the delivery stays
-            // pending on disk and goes again after the next start.
-            if lost.0.ack.is_some() {
-                self.confirmed(seq);
-            }
-        }
+        self.record(seq, outcome);
         disable
     }
 }
