@@ -100,7 +100,15 @@ impl DecodeError {
 
 /// Decodes a buffer of concatenated raw netlink messages (one whole
 /// `WG_CMD_GET_DEVICE` dump, `NLMSG_DONE` included) into an interface.
+///
+/// A well-formed dump is decoded in one pass straight into the model
+/// ([`fast`]); anything else goes through [`decode_dump`] and
+/// [`decode_device`], the reference, which give the same interface or the
+/// precise error.
 pub fn decode_device_bytes(buf: &[u8]) -> Result<Interface, DecodeError> {
+    if let Some(iface) = fast::decode(buf) {
+        return Ok(iface);
+    }
     let messages = decode_dump(buf)?;
     decode_device(&messages)
 }
@@ -392,5 +400,6 @@ fn allowed_ip(entry: &WireguardAllowedIp) -> Result<IpNet, String> {
         .map_err(|_| format!("allowed IP {addr}/{cidr} has an invalid prefix length"))
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

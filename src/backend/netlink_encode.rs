@@ -61,6 +61,45 @@ impl Plan {
             caps: vec![],
         }
     }
+
+    /// The cut the kernel makes when each message may hold `message_bytes`
+    /// (netlink header included): it fills a message with whole peer
+    /// headers while they fit, then with one allowed IP after another, and
+    /// continues a peer whose allowed IPs did not fit in the next message
+    /// (its key repeated). wghook receives into 32 KiB, so the kernel's dump
+    /// skbs hold about `32768 - 320` bytes (`SKB_WITH_OVERHEAD`).
+    pub(crate) fn kernel(iface: &Interface, message_bytes: usize) -> Self {
+        use netlink_packet_core::{Emitable, NLA_HEADER_SIZE};
+        const NLMSG_AND_GENL_HEADERS: usize = 16 + 4;
+        let body = message_bytes.saturating_sub(NLMSG_AND_GENL_HEADERS + NLA_HEADER_SIZE);
+        let device = device_attrs(iface).as_slice().buffer_len();
+        // The key a continued peer repeats, inside its own nest and an
+        // allowed IPs nest.
+        let continuation = 3 * NLA_HEADER_SIZE + 32;
+        let mut caps = Vec::new();
+        let (mut used, mut units) = (device, 0usize);
+        for peer in &iface.peers {
+            let head = 2 * NLA_HEADER_SIZE + peer_header(peer).as_slice().buffer_len();
+            if used + head > body && units > 0 {
+                caps.push(units);
+                (used, units) = (0, 0);
+            }
+            used += head;
+            units += 1;
+            for ip in &peer.allowed_ips {
+                let cost = allowed_ip_attr(ip).buffer_len();
+                if used + cost > body {
+                    caps.push(units);
+                    (used, units) = (continuation, 0);
+                }
+                used += cost;
+                units += 1;
+            }
+        }
+        caps.push(units.max(1));
+        let first = caps.remove(0);
+        Plan { first, caps }
+    }
 }
 
 pub(crate) fn device_attrs(iface: &Interface) -> Vec<WireguardAttribute> {

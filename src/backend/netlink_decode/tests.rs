@@ -453,6 +453,37 @@ fn five_thousand_peers_over_many_messages() {
 }
 
 #[test]
+fn kernel_sized_messages_stay_within_their_size_and_decode_whole() {
+    // Peers with 1 to 40 allowed IPs, cut into 4 KiB messages as the
+    // kernel cuts them: many peers continue in the next message.
+    let peers: Vec<Peer> = (0..600u32)
+        .map(|i| {
+            let mut p = peer(i);
+            p.allowed_ips
+                .extend((0..i % 40).map(|j| net(&format!("fd00:{i:x}:{j:x}::/64"))));
+            p
+        })
+        .collect();
+    let model = iface("wg-pages", peers);
+    let bytes = encode(&model, &Plan::kernel(&model, 4096));
+    let mut offset = 0;
+    let mut lengths = Vec::new();
+    while offset < bytes.len() {
+        let length = NetlinkBuffer::new_checked(&bytes[offset..])
+            .unwrap()
+            .length() as usize;
+        lengths.push(length);
+        offset += length;
+    }
+    assert!(lengths.len() > 100, "{} messages", lengths.len());
+    assert!(lengths.iter().all(|l| *l <= 4096), "{lengths:?}");
+    // Full except the last message and the NLMSG_DONE.
+    let full = &lengths[..lengths.len() - 2];
+    assert!(full.iter().all(|l| *l > 4096 - 300), "{lengths:?}");
+    assert_eq!(decode_device_bytes(&bytes).unwrap(), model);
+}
+
+#[test]
 fn emitted_split_peer_is_merged_by_key_in_order() {
     let mut model = split_peer();
     // Cut into many small messages: the 300 IPs span 30 of them.
@@ -788,5 +819,87 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_device_bytes(&bytes);
+    }
+}
+
+/// The decoder before the one-pass walk: the crate's message tree, then
+/// the model. The one-pass walk must give its interface or step aside.
+fn reference(buf: &[u8]) -> Result<Interface, DecodeError> {
+    decode_dump(buf).and_then(|messages| decode_device(&messages))
+}
+
+fn agrees_with_reference(buf: &[u8]) {
+    let expected = reference(buf);
+    if let Some(got) = fast::decode(buf) {
+        assert_eq!(Ok(got), expected, "one-pass walk on {buf:02x?}");
+    }
+    assert_eq!(decode_device_bytes(buf), expected, "{buf:02x?}");
+}
+
+#[test]
+fn one_pass_walk_takes_the_good_dumps_and_agrees_with_the_reference() {
+    for file in [
+        "five-thousand-peers.bin",
+        "ipv6-endpoint.bin",
+        "kernel-capture-one-peer.bin",
+        "never-handshaken.bin",
+        "no-peers.bin",
+        "split-peer-300-allowed-ips.bin",
+        "three-peers-one-message.bin",
+    ] {
+        let bytes = fixture(file);
+        assert_eq!(
+            fast::decode(&bytes).map(Ok),
+            Some(reference(&bytes)),
+            "{file}"
+        );
+    }
+    let errors = fixture("done-with-error.bin");
+    assert_eq!(fast::decode(&errors), None);
+    agrees_with_reference(&errors);
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut replayed = 0;
+    for dir in ["corpus", "seeds"] {
+        let Ok(entries) = std::fs::read_dir(corpus.join(dir).join("netlink_decode")) else {
+            continue;
+        };
+        for entry in entries {
+            agrees_with_reference(&std::fs::read(entry.unwrap().path()).unwrap());
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0);
+}
+
+#[test]
+fn one_pass_walk_agrees_with_the_reference_on_every_damaged_byte() {
+    let mut model = three_peers();
+    model.peers[2].endpoint = Some("[fe80::1%3]:51820".parse().unwrap());
+    for bytes in [
+        encode(&model, &Plan::one_message()),
+        // Peer 2's three allowed IPs over three messages.
+        encode(
+            &model,
+            &Plan {
+                first: 3,
+                caps: vec![1],
+            },
+        ),
+    ] {
+        for at in 0..bytes.len() {
+            let original = bytes[at];
+            let mut damaged = bytes.clone();
+            for value in [
+                0,
+                0xff,
+                original ^ 1,
+                original ^ 0x80,
+                original.wrapping_add(4),
+            ] {
+                damaged[at] = value;
+                agrees_with_reference(&damaged);
+            }
+            agrees_with_reference(&bytes[..at]);
+        }
     }
 }
