@@ -47,7 +47,8 @@ fn dump() -> (Vec<u8>, usize) {
                     i >> 16 & 255,
                     i >> 8 & 255,
                     i & 255
-                ))],
+                ))]
+                .into(),
                 persistent_keepalive: 25,
                 has_preshared_key: i.is_multiple_of(2),
                 last_handshake: at(1_750_000_000 + i64::from(i), 123_456_789),

@@ -56,7 +56,8 @@ fn snapshot() -> Snapshot {
                             i & 255
                         )
                         .parse::<IpNet>()
-                        .unwrap()],
+                        .unwrap()]
+                        .into(),
                         persistent_keepalive: 25,
                         has_preshared_key: false,
                         last_handshake: i.is_multiple_of(2).then(|| now() - TimeDelta::seconds(30)),

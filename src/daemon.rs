@@ -185,6 +185,7 @@ pub async fn run_with_backend(
                 if let Err(e) = daemon.poll(now).await {
                     break Err(e);
                 }
+                release_free_memory();
             }
         }
     };
@@ -194,6 +195,19 @@ pub async fn run_with_backend(
     daemon.stop(options.max_polls.is_some()).await;
     metrics_server.stop().await;
     result
+}
+
+/// Gives the memory a poll freed back to the system. A poll's snapshot
+/// (about 14 MB at 100,000 peers) is built, compared and dropped every
+/// interval; glibc keeps such freed memory in its arenas, so without this
+/// the resident size stays at the poll's peak between polls. Costs well
+/// under a millisecond when there is little to give back.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own allocator state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// How often the idle poll loop shows it is alive.
@@ -800,7 +814,7 @@ mod tests {
                 driver: DriverKind::Userspace,
                 peers: vec![Peer {
                     public_key: PublicKey([1; 32]),
-                    allowed_ips: vec!["10.8.0.1/32".parse().expect("valid")],
+                    allowed_ips: vec!["10.8.0.1/32".parse().expect("valid")].into(),
                     last_handshake: hs.map(at),
                     ..Peer::default()
                 }],

@@ -126,13 +126,120 @@ pub struct Interface {
     pub peers: Vec<Peer>,
 }
 
+/// A peer's allowed IPs, in the order the implementation lists them. Most
+/// peers have one, which is kept inline: at 100,000 peers that is 100,000
+/// allocations fewer per copy (the snapshot, the tracker's state, the
+/// simulated host's), about 2.4 MB each.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AllowedIps(smallvec::SmallVec<[IpNet; 1]>);
+
+impl AllowedIps {
+    /// No allowed IP.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Room for `n` without reallocating.
+    pub fn with_capacity(n: usize) -> Self {
+        Self(smallvec::SmallVec::with_capacity(n))
+    }
+
+    pub fn push(&mut self, net: IpNet) {
+        self.0.push(net);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn as_slice(&self) -> &[IpNet] {
+        &self.0
+    }
+
+    /// Moves every item of `other` to the end.
+    pub fn append(&mut self, other: &mut Vec<IpNet>) {
+        self.0.extend(other.drain(..));
+    }
+
+    /// Releases spare room (after a decoder grew the list).
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
+}
+
+impl std::ops::Deref for AllowedIps {
+    type Target = [IpNet];
+    fn deref(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AllowedIps {
+    fn deref_mut(&mut self) -> &mut [IpNet] {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for AllowedIps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl From<Vec<IpNet>> for AllowedIps {
+    fn from(v: Vec<IpNet>) -> Self {
+        Self(smallvec::SmallVec::from_vec(v))
+    }
+}
+
+impl FromIterator<IpNet> for AllowedIps {
+    fn from_iter<I: IntoIterator<Item = IpNet>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl Extend<IpNet> for AllowedIps {
+    fn extend<I: IntoIterator<Item = IpNet>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl<'a> IntoIterator for &'a AllowedIps {
+    type Item = &'a IpNet;
+    type IntoIter = std::slice::Iter<'a, IpNet>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for AllowedIps {
+    type Item = IpNet;
+    type IntoIter = smallvec::IntoIter<[IpNet; 1]>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<const N: usize> PartialEq<[IpNet; N]> for AllowedIps {
+    fn eq(&self, other: &[IpNet; N]) -> bool {
+        self.0.as_slice() == other.as_slice()
+    }
+}
+
+impl PartialEq<Vec<IpNet>> for AllowedIps {
+    fn eq(&self, other: &Vec<IpNet>) -> bool {
+        self.0.as_slice() == other.as_slice()
+    }
+}
+
 /// One peer of an interface as read in one poll.
 #[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Peer {
     pub public_key: PublicKey,
     /// Where the peer was last seen, if ever.
     pub endpoint: Option<SocketAddr>,
-    pub allowed_ips: Vec<IpNet>,
+    pub allowed_ips: AllowedIps,
     /// Seconds; 0 means off.
     pub persistent_keepalive: u16,
     /// Whether a preshared key is configured. The key itself is never kept.

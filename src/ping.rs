@@ -610,7 +610,7 @@ mod tests {
                 name: "wgping".into(),
                 peers: vec![Peer {
                     public_key: PublicKey([9; 32]),
-                    allowed_ips: vec!["10.9.0.2/32".parse().unwrap()],
+                    allowed_ips: vec!["10.9.0.2/32".parse().unwrap()].into(),
                     ..Peer::default()
                 }],
                 ..Interface::default()

@@ -291,7 +291,7 @@ pub(crate) fn peer(i: u32) -> Peer {
             Ipv4Addr::new(198, 51, 100, i as u8),
             51820,
         ))),
-        allowed_ips: vec![net(&format!("10.8.{}.{}/32", i / 256, i % 256))],
+        allowed_ips: vec![net(&format!("10.8.{}.{}/32", i / 256, i % 256))].into(),
         persistent_keepalive: 25,
         has_preshared_key: i.is_multiple_of(2),
         last_handshake: at(1_750_000_000 + i64::from(i), 123_456_789),
@@ -306,7 +306,8 @@ pub(crate) fn three_peers() -> Interface {
         net("10.8.0.2/32"),
         net("fd00:8::2/128"),
         net("192.168.50.0/24"),
-    ];
+    ]
+    .into();
     let mut p3 = peer(3);
     p3.persistent_keepalive = 0;
     p3.endpoint = None;

@@ -412,7 +412,7 @@ impl Host {
                 iface.peers.push(Peer {
                     public_key: key,
                     endpoint: *endpoint,
-                    allowed_ips: allowed_ips.clone(),
+                    allowed_ips: allowed_ips.clone().into(),
                     persistent_keepalive: *persistent_keepalive,
                     has_preshared_key: *preshared_key,
                     ..Peer::default()
@@ -442,7 +442,7 @@ impl Host {
                     })?;
                     iface.peers.push(Peer {
                         public_key: key,
-                        allowed_ips: vec![ip],
+                        allowed_ips: vec![ip].into(),
                         ..Peer::default()
                     });
                 }
@@ -492,7 +492,7 @@ impl Host {
                 interface,
                 peer,
                 allowed_ips,
-            } => self.peer_mut(interface, peer)?.allowed_ips = allowed_ips.clone(),
+            } => self.peer_mut(interface, peer)?.allowed_ips = allowed_ips.clone().into(),
             Action::Handshake {
                 interface,
                 peer,

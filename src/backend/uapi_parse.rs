@@ -531,7 +531,7 @@ pub fn generated_peer(i: usize) -> Peer {
     Peer {
         public_key: PublicKey(key),
         endpoint,
-        allowed_ips,
+        allowed_ips: allowed_ips.into(),
         persistent_keepalive: if i.is_multiple_of(2) { 25 } else { 0 },
         has_preshared_key: i.is_multiple_of(3),
         last_handshake,
@@ -650,7 +650,7 @@ mod tests {
                 Peer {
                     public_key: key("zMuF7xg6r7JWxjuclLxovy/IvFjMK89cn0PTmbCd0hQ="),
                     endpoint: Some("192.0.2.2:51821".parse().unwrap()),
-                    allowed_ips: nets(&["10.77.0.2/32", "10.77.2.0/24", "10.77.3.0/24"]),
+                    allowed_ips: nets(&["10.77.0.2/32", "10.77.2.0/24", "10.77.3.0/24"]).into(),
                     persistent_keepalive: 25,
                     has_preshared_key: true,
                     last_handshake: at(1_795_418_316, 520_221_260),
@@ -660,7 +660,7 @@ mod tests {
                 Peer {
                     public_key: key("ZqcHV3fAWQLNxH2S+I0g30s239YQImjtOWDp82f1200="),
                     endpoint: None,
-                    allowed_ips: nets(&["10.77.9.0/24"]),
+                    allowed_ips: nets(&["10.77.9.0/24"]).into(),
                     persistent_keepalive: 0,
                     has_preshared_key: false,
                     last_handshake: None,
@@ -681,7 +681,7 @@ mod tests {
             vec![Peer {
                 public_key: key("+hK2jdeM9NGTYvKxrJPFs59IVOpjgrfRyAeTr673JUg="),
                 endpoint: Some("[2001:db8::1]:51830".parse().unwrap()),
-                allowed_ips: nets(&["fd77:6::1/128", "10.78.0.0/16"]),
+                allowed_ips: nets(&["fd77:6::1/128", "10.78.0.0/16"]).into(),
                 persistent_keepalive: 15,
                 has_preshared_key: true,
                 last_handshake: at(1_795_418_321, 920_457_545),
@@ -719,7 +719,7 @@ mod tests {
                 Peer {
                     public_key: key("SNOhrLKWCoyHWi2YLZ29D7foKJUH+eKz3I4MEdQzNwY="),
                     endpoint: Some("192.0.2.1:51851".parse().unwrap()),
-                    allowed_ips: nets(&["10.79.0.1/32", "10.79.5.0/24"]),
+                    allowed_ips: nets(&["10.79.0.1/32", "10.79.5.0/24"]).into(),
                     persistent_keepalive: 20,
                     has_preshared_key: true,
                     // last_handshake_time_sec=3, _nsec=414100603 before "now".
@@ -730,7 +730,7 @@ mod tests {
                 Peer {
                     public_key: key("ufH97YLZ1ADb31MDmSXGojvM8GmGHejWs4epcwliNzk="),
                     endpoint: Some("[2001:db8::99]:51999".parse().unwrap()),
-                    allowed_ips: nets(&["fd79::/64"]),
+                    allowed_ips: nets(&["fd79::/64"]).into(),
                     // boringtun 0.7.1 carried the first peer's keepalive and
                     // preshared key over to the second one set in the same `wg set`.
                     persistent_keepalive: 20,

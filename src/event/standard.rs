@@ -204,7 +204,7 @@ mod tests {
                 peer: Peer {
                     public_key: key,
                     endpoint: Some("10.55.66.77:33874".parse().unwrap()),
-                    allowed_ips: vec!["10.8.0.2/32".parse().unwrap()],
+                    allowed_ips: vec!["10.8.0.2/32".parse().unwrap()].into(),
                     persistent_keepalive: 25,
                     has_preshared_key: true,
                     last_handshake: Some(t("2025-06-26T21:04:33.325216659Z")),

@@ -568,7 +568,8 @@ mod tests {
                 allowed_ips: vec![
                     "10.55.66.77/32".parse().unwrap(),
                     "fd00::77/128".parse().unwrap(),
-                ],
+                ]
+                .into(),
                 persistent_keepalive: 25,
                 has_preshared_key: true,
                 last_handshake: Some(utc(2025, 6, 26, 21, 4, 33, 325_216_659)),

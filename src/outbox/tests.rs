@@ -33,7 +33,7 @@ fn snapshot(peers: &[(u8, Option<i64>, u64)]) -> Snapshot {
                     last_handshake: hs.map(at),
                     rx_bytes: rx,
                     tx_bytes: rx,
-                    allowed_ips: vec![format!("10.0.0.{n}/32").parse().unwrap()],
+                    allowed_ips: vec![format!("10.0.0.{n}/32").parse().unwrap()].into(),
                     ..Peer::default()
                 })
                 .collect(),

@@ -33,7 +33,7 @@ fn peer(n: u8, hs: Option<i64>, rx: u64, tx: u64) -> Peer {
     Peer {
         public_key: key(n),
         endpoint: Some(format!("198.51.100.{n}:51820").parse().unwrap()),
-        allowed_ips: vec![format!("10.8.0.{n}/32").parse().unwrap()],
+        allowed_ips: vec![format!("10.8.0.{n}/32").parse().unwrap()].into(),
         persistent_keepalive: 0,
         has_preshared_key: false,
         last_handshake: hs.map(at),
@@ -611,7 +611,7 @@ fn duplicate_peer_keys_keep_the_first_with_one_warning() {
         ..settings()
     };
     let mut twin = peer(1, Some(-400), 50, 50);
-    twin.allowed_ips = vec!["10.99.0.0/16".parse().unwrap()];
+    twin.allowed_ips = vec!["10.99.0.0/16".parse().unwrap()].into();
     // First start.
     let first = snap(vec![iface("wg0", vec![peer(1, None, 0, 0), twin.clone()])]);
     let ((state, events), logs) = logs_of(|| track(None, &first, at(0), &all));

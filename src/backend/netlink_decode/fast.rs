@@ -225,7 +225,7 @@ impl State {
         peers.push(Peer {
             public_key: key,
             endpoint,
-            allowed_ips: allowed,
+            allowed_ips: allowed.into(),
             persistent_keepalive: keepalive.unwrap_or_default(),
             has_preshared_key: psk.unwrap_or_default(),
             last_handshake: handshake.unwrap_or_default(),

@@ -73,7 +73,7 @@ fn kernel_capture_model() -> Interface {
             public_key: PublicKey::from_base64("d9yawLPwxedbuNNCLYjsktE6NCMikIeCFVFXGWneoEQ=")
                 .unwrap(),
             endpoint: Some("1.1.1.1:1111".parse().unwrap()),
-            allowed_ips: vec![net("0.0.0.0/0")],
+            allowed_ips: vec![net("0.0.0.0/0")].into(),
             persistent_keepalive: 25,
             has_preshared_key: false,
             last_handshake: at(1_769_415_834, 262_671_874),
@@ -99,7 +99,7 @@ fn never_handshaken() -> Interface {
     let fresh = Peer {
         public_key: key(40),
         endpoint: None,
-        allowed_ips: vec![net("10.9.0.40/32")],
+        allowed_ips: vec![net("10.9.0.40/32")].into(),
         persistent_keepalive: 0,
         has_preshared_key: true,
         last_handshake: None,
@@ -115,7 +115,7 @@ fn never_handshaken() -> Interface {
 fn ipv6_endpoint() -> Interface {
     let mut a = peer(60);
     a.endpoint = Some("[2001:db8::60]:51820".parse().unwrap());
-    a.allowed_ips = vec![net("fd00:60::/64"), net("2001:db8:60::1/128")];
+    a.allowed_ips = vec![net("fd00:60::/64"), net("2001:db8:60::1/128")].into();
     let mut b = peer(61);
     b.endpoint = Some(SocketAddr::V6(SocketAddrV6::new(
         Ipv6Addr::new(0xfe80, 0, 0, 0, 0x1c, 0x2d, 0x3e, 0x61),
@@ -755,7 +755,7 @@ fn arb_peer() -> impl Strategy<Value = Peer> {
         .prop_map(|(k, endpoint, allowed_ips, ka, psk, hs, rx, tx)| Peer {
             public_key: PublicKey(k),
             endpoint,
-            allowed_ips,
+            allowed_ips: allowed_ips.into(),
             persistent_keepalive: ka,
             has_preshared_key: psk,
             last_handshake: hs.map(|(s, n)| DateTime::from_timestamp(s, n).unwrap()),
