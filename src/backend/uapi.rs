@@ -260,7 +260,7 @@ impl UapiBackend {
             }
             Ok(Ok(reply)) => reply,
         };
-        parse_interface(name, &reply[..], now)
+        parse_interface(name, reply.reader(), now)
             .map(Some)
             .map_err(|source| UapiError::Parse {
                 socket: socket.to_owned(),
@@ -356,7 +356,7 @@ enum RequestError {
 
 /// Sends `get=1` and returns the raw reply, up to and including the blank
 /// line that ends it (or up to EOF if the daemon closes first).
-async fn request(socket: &Path) -> Result<Zeroizing<Vec<u8>>, RequestError> {
+async fn request(socket: &Path) -> Result<Reply, RequestError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|e| match e.kind() {
@@ -368,31 +368,112 @@ async fn request(socket: &Path) -> Result<Zeroizing<Vec<u8>>, RequestError> {
         .await
         .map_err(|e| RequestError::Io("writing to", e))?;
 
-    let mut reply = Zeroizing::new(Vec::with_capacity(4096));
-    let mut chunk = Zeroizing::new([0u8; 8192]);
+    let mut reply = Reply::default();
     loop {
+        let chunk = reply.room();
         let n = stream
-            .read(&mut chunk[..])
+            .read(chunk)
             .await
             .map_err(|e| RequestError::Io("reading from", e))?;
         if n == 0 {
             return Ok(reply);
         }
-        if reply.len() + n > MAX_REPLY {
+        reply.filled(n);
+        if reply.len > MAX_REPLY {
             return Err(RequestError::TooLarge);
         }
-        // Grow by hand so that no unwiped copy of the reply is left behind
-        // by a reallocation.
-        if reply.capacity() < reply.len() + n {
-            let mut bigger = Zeroizing::new(Vec::with_capacity((reply.len() + n) * 2));
-            bigger.extend_from_slice(&reply);
-            reply = bigger;
-        }
-        reply.extend_from_slice(&chunk[..n]);
         // A valid reply contains no blank line but its last one.
-        if reply.ends_with(b"\n\n") || reply.as_slice() == b"\n" {
+        if reply.last == *b"\n\n" || (reply.len == 1 && reply.last[1] == b'\n') {
             return Ok(reply);
         }
+    }
+}
+
+/// Size of the pieces a reply is read into.
+const PIECE: usize = 64 << 10;
+
+/// A reply as read: in pieces, never copied (a 65,536-peer wireguard-go
+/// reply is about 20 MB; one buffer doubled as it grew peaked at three
+/// times that), each piece wiped when dropped, as the reply holds the
+/// interface's private key.
+#[derive(Default)]
+struct Reply {
+    pieces: Vec<Zeroizing<Vec<u8>>>,
+    len: usize,
+    /// The last two bytes read.
+    last: [u8; 2],
+    /// Where the last [`Reply::room`] starts in the last piece.
+    start: usize,
+}
+
+impl Reply {
+    /// Free space to read into (a new piece when the last one is full).
+    fn room(&mut self) -> &mut [u8] {
+        if self.pieces.last().is_none_or(|p| p.len() == p.capacity()) {
+            self.pieces.push(Zeroizing::new(Vec::with_capacity(PIECE)));
+        }
+        let piece = self.pieces.last_mut().expect("a piece was just pushed");
+        self.start = piece.len();
+        // Within capacity: no reallocation, so no unwiped copy.
+        let capacity = piece.capacity();
+        piece.resize(capacity, 0);
+        &mut piece[self.start..]
+    }
+
+    /// `n` bytes were read into the last [`Reply::room`].
+    fn filled(&mut self, n: usize) {
+        let Some(piece) = self.pieces.last_mut() else {
+            return;
+        };
+        let end = self.start + n;
+        piece.truncate(end);
+        for &b in &piece[end.saturating_sub(2).max(self.start)..end] {
+            self.last = [self.last[1], b];
+        }
+        self.len += n;
+    }
+
+    /// The reply's bytes, piece after piece, for the parser.
+    fn reader(&self) -> impl io::BufRead + '_ {
+        Pieces {
+            pieces: &self.pieces,
+            at: 0,
+            pos: 0,
+        }
+    }
+}
+
+/// Reads a [`Reply`]'s pieces in order; lines may span two pieces.
+struct Pieces<'r> {
+    pieces: &'r [Zeroizing<Vec<u8>>],
+    at: usize,
+    pos: usize,
+}
+
+impl io::Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = io::BufRead::fill_buf(self)?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl io::BufRead for Pieces<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while let Some(piece) = self.pieces.get(self.at) {
+            if self.pos < piece.len() {
+                return Ok(&piece[self.pos..]);
+            }
+            self.at += 1;
+            self.pos = 0;
+        }
+        Ok(&[])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos += amt;
     }
 }
 
@@ -446,6 +527,34 @@ mod tests {
 
     async fn poll(backend: &mut UapiBackend, filter: &InterfaceFilter) -> Snapshot {
         backend.poll(now(), filter).await.unwrap()
+    }
+
+    /// A reply is kept in fixed pieces (never copied as it grows), read
+    /// back across piece boundaries as one text: it parses as the whole.
+    #[test]
+    fn a_reply_read_in_pieces_parses_as_the_whole() {
+        let text = crate::backend::uapi_parse::generate_wireguard_go_reply(3_000);
+        assert!(text.len() > 3 * PIECE, "{} bytes", text.len());
+        let mut reply = Reply::default();
+        let mut rest = text.as_bytes();
+        let mut reads = 0;
+        while !rest.is_empty() {
+            let room = reply.room();
+            let n = room.len().min(rest.len()).min(1 + reads % 4_999);
+            room[..n].copy_from_slice(&rest[..n]);
+            reply.filled(n);
+            rest = &rest[n..];
+            reads += 1;
+        }
+        assert_eq!(reply.len, text.len());
+        assert!(reply.pieces.len() > 3);
+        assert!(reply.pieces.iter().all(|p| p.capacity() == PIECE));
+        assert_eq!(&reply.last, text.as_bytes().last_chunk::<2>().unwrap());
+        let whole = parse_interface("wg0", text.as_bytes(), now()).unwrap();
+        assert_eq!(
+            parse_interface("wg0", reply.reader(), now()).unwrap(),
+            whole
+        );
     }
 
     #[tokio::test]
