@@ -38,10 +38,6 @@ use netlink_packet_wireguard::{
 
 use crate::model::{DriverKind, Interface, Peer, PublicKey};
 
-/// Netlink message types below this value are control messages (`NLMSG_*`).
-const NLMSG_MIN_TYPE: u16 = 0x10;
-/// Length of a generic netlink header (`struct genlmsghdr`).
-const GENL_HDRLEN: usize = 4;
 /// Attribute numbers from `<linux/wireguard.h>` needed by the pre-parse walk.
 const WGDEVICE_A_PEERS: u16 = 8;
 const WGPEER_A_ALLOWEDIPS: u16 = 9;
@@ -195,14 +191,6 @@ pub fn decode_family_reply(buf: &[u8]) -> Result<u16, DecodeError> {
         .find_map(|v| <[u8; 2]>::try_from(v).ok())
         .map(u16::from_ne_bytes)
         .ok_or_else(|| malformed("reply carries no CTRL_ATTR_FAMILY_ID"))
-}
-
-/// The `i32` error code that starts an `NLMSG_ERROR` or `NLMSG_DONE` payload.
-fn error_code(payload: &[u8]) -> Option<i32> {
-    payload
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(i32::from_ne_bytes)
 }
 
 /// Parses the payload of one generic netlink message of the `wireguard` family.
@@ -401,5 +389,6 @@ fn allowed_ip(entry: &WireguardAllowedIp) -> Result<IpNet, String> {
 }
 
 mod fast;
+use fast::{error_code, GENL_HDRLEN, NLMSG_MIN_TYPE};
 #[cfg(test)]
 mod tests;

@@ -14,11 +14,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+/// Netlink message types below this value are control messages (`NLMSG_*`).
+pub(super) const NLMSG_MIN_TYPE: u16 = 0x10;
+
+/// Length of a generic netlink header (`struct genlmsghdr`).
+pub(super) const GENL_HDRLEN: usize = 4;
+
+/// The `i32` error code that starts an `NLMSG_ERROR` or `NLMSG_DONE` payload.
+pub(super) fn error_code(payload: &[u8]) -> Option<i32> {
+    payload
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(i32::from_ne_bytes)
+}
+
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use netlink_packet_core::{NLA_TYPE_MASK, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_DUMP_INTR};
 
-use super::{GENL_HDRLEN, NLMSG_MIN_TYPE};
 use crate::model::{DriverKind, Interface, Peer, PublicKey};
 
 /// `struct nlmsghdr`.
@@ -88,13 +101,13 @@ pub(super) fn decode(buf: &[u8]) -> Option<Interface> {
         match kind {
             NLMSG_NOOP => {}
             NLMSG_DONE => {
-                if super::error_code(payload).unwrap_or(0) < 0 {
+                if error_code(payload).unwrap_or(0) < 0 {
                     return None;
                 }
                 return state.finish();
             }
             NLMSG_ERROR => {
-                if super::error_code(payload)? != 0 {
+                if error_code(payload)? != 0 {
                     return None;
                 }
             }
