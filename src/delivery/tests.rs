@@ -102,6 +102,10 @@ fn start_on(delivery: &str, script: Script, wall: fn() -> DateTime<Utc>) -> Runn
 /// from advancing by itself), so that the outbox writer, a thread of its
 /// own, keeps up: the 10 s are the engine's time, not the writer's.
 async fn until(what: &str, done: impl Fn() -> bool) {
+    until_in_steps(what, Duration::from_millis(5), done).await;
+}
+
+async fn until_in_steps(what: &str, step: Duration, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done() {
         assert!(
@@ -111,7 +115,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
         tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(step).await;
     }
 }
 
@@ -576,17 +580,7 @@ fn assert_peer_order(delivered: &[uuid::Uuid], order: &HashMap<u8, Vec<uuid::Uui
 /// 5, so that the time measured is the engine's own waits (probe and retry
 /// timers, the receiver's latency), not the database's.
 async fn until_fine(what: &str, done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(1)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_in_steps(what, Duration::from_millis(1), done).await;
 }
 
 fn pending(store: &Mutex<Store>) -> u64 {
