@@ -446,8 +446,16 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         // Streamed: at 65,536 peers the text is about 30 MB. The JSON
         // encoder escapes control characters (`\u001b`).
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        serde_json::to_writer_pretty(&mut w, &rows)?;
+        // Indented for a person at a terminal; compact for a script (half
+        // the bytes and the time at 65,536 peers).
+        let stdout = std::io::stdout();
+        let pretty = std::io::IsTerminal::is_terminal(&stdout);
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+        if pretty {
+            serde_json::to_writer_pretty(&mut w, &rows)?;
+        } else {
+            serde_json::to_writer(&mut w, &rows)?;
+        }
         w.write_all(b"\n")?;
         w.flush()?;
     } else {

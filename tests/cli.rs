@@ -76,6 +76,42 @@ fn check_names_a_missing_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/wghook.yaml"));
 }
 
+/// `--json` is compact for a script (a pipe) and indented at a terminal
+/// (`script` gives the command a pseudo-terminal); the same document.
+#[test]
+fn peers_json_is_compact_in_a_pipe_and_indented_at_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimHost::new(dir.path(), WG7_ALICE).write().config;
+    let piped = wghook()
+        .args(["peers", "--json", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    let compact = String::from_utf8(piped.stdout).unwrap();
+    assert_eq!(compact.lines().count(), 1, "{compact}");
+    let command = format!(
+        "{} peers --json -c {}",
+        env!("CARGO_BIN_EXE_wghook"),
+        config.display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("script(1) from util-linux runs");
+    assert!(
+        tty.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tty.stderr)
+    );
+    let indented = String::from_utf8(tty.stdout).unwrap().replace("\r\n", "\n");
+    assert!(indented.lines().count() > 10, "{indented}");
+    let a: serde_json::Value = serde_json::from_str(&compact).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&indented).unwrap();
+    assert_eq!(a, b);
+}
+
 #[test]
 fn peers_json_shows_a_simulated_host() {
     let dir = tempfile::tempdir().unwrap();
