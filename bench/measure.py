@@ -433,6 +433,15 @@ class Bench:
                 raise RuntimeError(f"timed out ({timeout} s) waiting for {what}")
             time.sleep(every)
 
+    def wait_committed(self, murl, d, cfg):
+        """When the daemon's pending gauge got back to 0, then when the outbox
+        was empty as `wghook outbox` reads it from the database."""
+        _, t_pending0 = self.wait_metrics(murl, d, lambda m: metric_sum(m, "wghook_pending_events") == 0,
+                                          600, "pending_events 0")
+        while not self.outbox_empty(cfg):
+            time.sleep(0.1)
+        return t_pending0, time.monotonic()
+
     def outbox_empty(self, cfg):
         out = subprocess.run([self.wghook, "outbox", "--json", "-c", cfg], check=True,
                              capture_output=True).stdout
@@ -508,11 +517,7 @@ http {{
             statuses = set(l.split()[1].decode() for l in data.splitlines())
             # Committed: the daemon's pending gauge back to 0, then the outbox
             # as `wghook outbox` reads it from the database.
-            _, t_pending0 = self.wait_metrics(murl, d, lambda m: metric_sum(m, "wghook_pending_events") == 0,
-                                              600, "pending_events 0")
-            while not self.outbox_empty(cfg):
-                time.sleep(0.1)
-            t_outbox = time.monotonic()
+            t_pending0, t_outbox = self.wait_committed(murl, d, cfg)
             rss, hwm = proc_mem(d.pid)
             cpu = proc_cpu(d.pid)
             span_rx = max(stamps) - min(stamps)
@@ -557,11 +562,7 @@ http {{
                     raise RuntimeError(f"only {rec.count[False]} of {events} delivered after the receiver came back")
                 time.sleep(0.02)
             t_all = time.monotonic()
-            _, t_pending0 = self.wait_metrics(murl, d, lambda m: metric_sum(m, "wghook_pending_events") == 0,
-                                              600, "pending_events 0")
-            while not self.outbox_empty(cfg):
-                time.sleep(0.1)
-            t_outbox = time.monotonic()
+            t_pending0, t_outbox = self.wait_committed(murl, d, cfg)
             rss, hwm = proc_mem(d.pid)
             self.add(sec, "receiver down for", f"{fmt_s(t_back - t_ev)} after the events were counted")
             self.add(sec, "requests while down (503)", f"{down_requests:,} ({down_requests / events:.2f} per event)")

@@ -154,25 +154,17 @@ fn one() -> u32 {
 /// The `n`-th host address of `network` (1-based: the network's own
 /// address is skipped), as a single-address network; `None` past its end.
 fn nth_host(network: &IpNet, n: u32) -> Option<IpNet> {
-    let fits = |bits: u8| n == 0 || u32::from(bits) >= 32 || n < (1u32 << bits);
-    match network {
-        IpNet::V4(net) => {
-            let bits = 32 - net.prefix_len();
-            if !fits(bits) {
-                return None;
-            }
-            let addr = u32::from(net.network()).checked_add(n)?;
-            Some(IpNet::from(std::net::IpAddr::V4(addr.into())))
-        }
-        IpNet::V6(net) => {
-            let bits = 128 - net.prefix_len();
-            if bits < 32 && !fits(bits) {
-                return None;
-            }
-            let addr = u128::from(net.network()).checked_add(u128::from(n))?;
-            Some(IpNet::from(std::net::IpAddr::V6(addr.into())))
-        }
+    let n = u128::from(n);
+    let host_bits = u32::from(network.max_prefix_len() - network.prefix_len());
+    if 1u128.checked_shl(host_bits).is_some_and(|size| n >= size) {
+        return None;
     }
+    // Within the network, so neither sum overflows.
+    let address = match network {
+        IpNet::V4(net) => std::net::IpAddr::V4((u32::from(net.network()) + n as u32).into()),
+        IpNet::V6(net) => std::net::IpAddr::V6((u128::from(net.network()) + n).into()),
+    };
+    Some(IpNet::from(address))
 }
 
 /// Why a scenario could not be loaded.

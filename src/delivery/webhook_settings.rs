@@ -146,8 +146,13 @@ impl Validator<'_> {
         };
         ok &= timeout.is_some();
 
-        let events = self.check.list(m.events.as_ref(), event_pattern);
-        let events = events.and_then(|patterns| EventFilter::parse(&patterns).ok());
+        // Each pattern parsed once, its error at its own line.
+        let mut filter = EventFilter::all();
+        let events = self.check.list(m.events.as_ref(), |check, t| {
+            let text = check.text(t)?;
+            filter.push(&text).map_err(|e| check.error(t, e)).ok()
+        });
+        let events = events.map(|_| filter);
         ok &= events.is_some();
         let retry = validate_retry(
             m.retry.as_ref(),
@@ -745,18 +750,6 @@ impl Validator<'_> {
             return None;
         }
         Some(Some(Secret::new(value)))
-    }
-}
-
-/// One `events` filter entry: `peer.connect`, `peer.*`, `*.delete` or `*`.
-fn event_pattern(check: &mut Check, t: &Text) -> Option<String> {
-    let text = check.text(t)?.trim().to_string();
-    match EventFilter::parse(std::slice::from_ref(&text)) {
-        Ok(_) => Some(text),
-        Err(message) => {
-            check.error(t, message);
-            None
-        }
     }
 }
 

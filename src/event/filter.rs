@@ -48,10 +48,16 @@ impl EventFilter {
     pub fn parse<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
         let mut out = Self::default();
         for p in patterns {
-            out.patterns.push(parse_pattern(p.as_ref())?);
-            out.text.push(p.as_ref().trim().to_string());
+            out.push(p.as_ref())?;
         }
         Ok(out)
+    }
+
+    /// Adds one pattern; an unknown one is the error, the filter unchanged.
+    pub fn push(&mut self, pattern: &str) -> Result<(), String> {
+        self.patterns.push(parse_pattern(pattern)?);
+        self.text.push(pattern.trim().to_string());
+        Ok(())
     }
 
     /// True if the filter takes events called `name` (`peer.connect`).
