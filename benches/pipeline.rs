@@ -163,6 +163,19 @@ fn bench_uapi(c: &mut Criterion) {
     c.bench_function("uapi_parse_10k_peers", |b| {
         b.iter(|| black_box(uapi_parse::parse_interface("wg0", reply.as_bytes(), now()).unwrap()))
     });
+    // wireguard-go's maximum, fed in the 64 KiB pieces the daemon reads.
+    let reply = uapi_parse::generate_wireguard_go_reply(65_536);
+    c.bench_function("uapi_parse_65536_peers", |b| {
+        b.iter(|| {
+            let mut parser = uapi_parse::Parser::new("wg0", 65_536);
+            for piece in reply.as_bytes().chunks(64 << 10) {
+                if parser.feed(piece).unwrap() {
+                    break;
+                }
+            }
+            black_box(parser.finish(now()).unwrap())
+        })
+    });
 }
 
 fn bench_render(c: &mut Criterion) {

@@ -399,14 +399,15 @@ struct PeerRow<'a> {
     tx_bytes: u64,
 }
 
-/// One interface of `wghook peers --json`.
-#[derive(Debug, Serialize)]
-struct InterfaceRow<'a> {
+/// One interface of `wghook peers`: its peers as rows (text) or
+/// [`LazyPeers`] (`--json`).
+#[derive(Serialize)]
+struct InterfaceRow<'a, P> {
     name: &'a str,
     backend: &'static str,
     public_key: Option<String>,
     listen_port: u16,
-    peers: Vec<PeerRow<'a>>,
+    peers: P,
 }
 
 /// `wghook peers`: exit 1 (after printing what could be read) if an
@@ -433,17 +434,31 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     // An interface or a peer a backend reports twice is listed once (the
     // first report wins), as the tracker keeps one state per key.
     let mut seen_interfaces = std::collections::HashSet::new();
-    let rows: Vec<InterfaceRow> = snapshot
+    let interfaces: Vec<&Interface> = snapshot
         .interfaces
         .iter()
         .filter(|i| seen_interfaces.insert(i.name.as_str()))
-        .map(|i| {
-            let ping = pings.as_ref().map(|p| p.get(&i.name));
-            interface_row(i, now, threshold, &cfg.peers, &no_label, ping)
-        })
         .collect();
+    let maker = |i: &'_ Interface| RowMaker {
+        now,
+        threshold,
+        labels: &cfg.peers,
+        no_label: &no_label,
+        pings: pings.as_ref().map(|p| p.get(&i.name)),
+    };
     let mut out = String::new();
     if json {
+        let rows: Vec<_> = interfaces
+            .iter()
+            .map(|i| {
+                let peers = LazyPeers {
+                    peers: &i.peers,
+                    keep: first_of_each(&i.peers),
+                    maker: maker(i),
+                };
+                interface_row(i, peers)
+            })
+            .collect();
         // Streamed: at 65,536 peers the text is about 30 MB. The JSON
         // encoder escapes control characters (`\u001b`).
         // Indented for a person at a terminal; compact for a script (half
@@ -459,13 +474,19 @@ async fn peers(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         w.write_all(b"\n")?;
         w.flush()?;
     } else {
-        if rows.is_empty() && snapshot.unreadable.is_empty() {
+        if interfaces.is_empty() && snapshot.unreadable.is_empty() {
             out.push_str(&format!(
                 "no WireGuard interface found (backend {})\n",
                 backend.name()
             ));
         }
-        for iface in &rows {
+        for i in &interfaces {
+            let maker = maker(i);
+            let rows: Vec<PeerRow> = first_of_each(&i.peers)
+                .into_iter()
+                .map(|n| maker.row(&i.peers[n as usize]))
+                .collect();
+            let iface = interface_row(i, rows);
             out.push_str(&format!(
                 "interface {} ({}, port {}, key {})\n",
                 printable(iface.name),
@@ -569,19 +590,21 @@ fn peer_table(peers: &[PeerRow<'_>], ping_checks: bool) -> String {
     out
 }
 
-fn interface_row<'a>(
-    iface: &'a Interface,
+/// Makes the `wghook peers` row of a peer.
+struct RowMaker<'a> {
     now: DateTime<Utc>,
     threshold: TimeDelta,
     labels: &'a std::collections::HashMap<crate::model::PublicKey, PeerLabel>,
     no_label: &'a PeerLabel,
     pings: Option<
-        Option<&std::collections::HashMap<crate::model::PublicKey, crate::model::PingStatus>>,
+        Option<&'a std::collections::HashMap<crate::model::PublicKey, crate::model::PingStatus>>,
     >,
-) -> InterfaceRow<'a> {
-    let peer_row = |p: &'a Peer| {
-        let label = labels.get(&p.public_key).unwrap_or(no_label);
-        let pingable = pings.map(|iface| {
+}
+
+impl<'a> RowMaker<'a> {
+    fn row(&self, p: &'a Peer) -> PeerRow<'a> {
+        let label = self.labels.get(&p.public_key).unwrap_or(self.no_label);
+        let pingable = self.pings.map(|iface| {
             iface
                 .and_then(|m| m.get(&p.public_key))
                 .is_some_and(|s| s.pingable)
@@ -591,31 +614,57 @@ fn interface_row<'a>(
             name: &label.name,
             user: &label.user,
             labels: &label.labels,
-            connected: tracker::is_connected(p.last_handshake, now, threshold)
+            connected: tracker::is_connected(p.last_handshake, self.now, self.threshold)
                 || pingable == Some(true),
             pingable,
             last_handshake: p.last_handshake,
-            handshake_age_seconds: p.last_handshake.map(|h| (now - h).num_seconds().max(0)),
+            handshake_age_seconds: p
+                .last_handshake
+                .map(|h| (self.now - h).num_seconds().max(0)),
             endpoint: p.endpoint,
             allowed_ips: &p.allowed_ips,
             rx_bytes: p.rx_bytes,
             tx_bytes: p.tx_bytes,
         }
-    };
+    }
+}
+
+/// Positions of the peers to list: a key listed twice counts once (the
+/// first), as the tracker keeps one state per key.
+fn first_of_each(peers: &[Peer]) -> Vec<u32> {
+    let mut seen = std::collections::HashSet::with_capacity(peers.len());
+    (0u32..)
+        .zip(peers)
+        .filter(|(_, p)| seen.insert(&p.public_key))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The peers of one interface for `--json`, each row made as it is
+/// written: at 65,536 peers the rows never exist all at once.
+struct LazyPeers<'a> {
+    peers: &'a [Peer],
+    keep: Vec<u32>,
+    maker: RowMaker<'a>,
+}
+
+impl Serialize for LazyPeers<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.keep
+                .iter()
+                .map(|&i| self.maker.row(&self.peers[i as usize])),
+        )
+    }
+}
+
+fn interface_row<'a, P>(iface: &'a Interface, peers: P) -> InterfaceRow<'a, P> {
     InterfaceRow {
         name: &iface.name,
         backend: iface.driver.as_str(),
         public_key: iface.public_key.map(|k| k.to_base64()),
         listen_port: iface.listen_port,
-        peers: {
-            let mut seen = std::collections::HashSet::new();
-            iface
-                .peers
-                .iter()
-                .filter(|p| seen.insert(p.public_key))
-                .map(peer_row)
-                .collect()
-        },
+        peers,
     }
 }
 

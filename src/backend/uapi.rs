@@ -2,9 +2,9 @@
 //!
 //! Every `<iface>.sock` in the UAPI directories is one interface. A poll
 //! sends `get=1\n\n` to each socket, reads until the blank line after
-//! `errno=` (daemons keep the connection open, so EOF is not awaited) and
-//! hands the bytes to [`super::uapi_parse`]; nothing here understands the
-//! reply.
+//! `errno=` (daemons keep the connection open, so EOF is not awaited),
+//! feeding the bytes to [`super::uapi_parse`] as they come; nothing here
+//! understands the reply.
 //!
 //! Invariants:
 //! - A socket nobody listens on (connect gives `ECONNREFUSED` or `ENOENT`)
@@ -15,10 +15,11 @@
 //! - A missing directory is normal (no daemon running). A directory that
 //!   exists but cannot be listed fails the whole poll: an empty snapshot
 //!   would read as "every interface was deleted".
-//! - The reply buffer, which holds wireguard-go's private key, is wiped
-//!   after parsing.
+//! - A reply is parsed as it arrives, through one 64 KiB buffer: it is
+//!   never held whole. The buffer, which holds wireguard-go's private key,
+//!   is wiped after each request.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::FileTypeExt as _;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
-use super::uapi_parse::{parse_interface, UapiParseError};
+use super::uapi_parse::{Parser, UapiParseError};
 use super::{Backend, BackendError, InterfaceFilter, PollFuture};
 use crate::model::{Interface, Snapshot};
 
@@ -92,6 +93,9 @@ pub struct UapiBackend {
     /// cannot keep an answering interface from being reached by the
     /// deadline poll after poll.
     hung: Arc<Mutex<HashSet<String>>>,
+    /// Peers each interface had at its last read: the next read sizes its
+    /// peer list with it (no growing and copying at 65,536 peers).
+    peers: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl UapiBackend {
@@ -102,6 +106,7 @@ impl UapiBackend {
             timeout,
             poll_deadline: super::POLL_DEADLINE,
             hung: Arc::default(),
+            peers: Arc::default(),
         }
     }
 
@@ -109,6 +114,12 @@ impl UapiBackend {
     pub fn with_poll_deadline(mut self, deadline: Duration) -> Self {
         self.poll_deadline = deadline;
         self
+    }
+
+    /// Peers `name` had at its last read (0 if never read).
+    fn last_peers(&self, name: &str) -> usize {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(name).copied().unwrap_or(0)
     }
 
     /// When a poll starting now must be done.
@@ -195,6 +206,11 @@ impl UapiBackend {
             .buffer_unordered(concurrency)
             .collect()
             .await;
+        let read: HashSet<&str> = results.iter().map(|(n, ..)| n.as_str()).collect();
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n, _| read.contains(n.as_str()));
         let mut set = self.hung.lock().unwrap_or_else(|e| e.into_inner());
         results
             .into_iter()
@@ -227,7 +243,8 @@ impl UapiBackend {
             });
         }
         let until = deadline.min(started + self.timeout);
-        let reply = match tokio::time::timeout_at(until, request(socket)).await {
+        let peers = self.last_peers(name);
+        let parser = match tokio::time::timeout_at(until, request(socket, name, peers)).await {
             Err(_) if until == deadline => {
                 return Err(UapiError::PollDeadline {
                     socket: socket.to_owned(),
@@ -258,14 +275,23 @@ impl UapiBackend {
                     limit: MAX_REPLY,
                 })
             }
-            Ok(Ok(reply)) => reply,
+            Ok(Err(RequestError::Parse(source))) => {
+                return Err(UapiError::Parse {
+                    socket: socket.to_owned(),
+                    source,
+                })
+            }
+            Ok(Ok(parser)) => parser,
         };
-        parse_interface(name, reply.reader(), now)
-            .map(Some)
-            .map_err(|source| UapiError::Parse {
-                socket: socket.to_owned(),
-                source,
-            })
+        let iface = parser.finish(now).map_err(|source| UapiError::Parse {
+            socket: socket.to_owned(),
+            source,
+        })?;
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), iface.peers.len());
+        Ok(Some(iface))
     }
 
     async fn read_all(
@@ -352,11 +378,13 @@ enum RequestError {
     Stale(io::Error),
     Io(&'static str, io::Error),
     TooLarge,
+    Parse(UapiParseError),
 }
 
-/// Sends `get=1` and returns the raw reply, up to and including the blank
-/// line that ends it (or up to EOF if the daemon closes first).
-async fn request(socket: &Path) -> Result<Reply, RequestError> {
+/// Sends `get=1` and parses the reply as it arrives, up to its `errno=0`
+/// line (or EOF if the daemon closes first). `peers` sizes the peer list
+/// (the count of the last poll).
+async fn request(socket: &Path, name: &str, peers: usize) -> Result<Parser, RequestError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|e| match e.kind() {
@@ -368,114 +396,31 @@ async fn request(socket: &Path) -> Result<Reply, RequestError> {
         .await
         .map_err(|e| RequestError::Io("writing to", e))?;
 
-    let mut reply = Reply::default();
+    let mut parser = Parser::new(name, peers);
+    // One piece, refilled: the reply (about 20 MB at 65,536 peers) is never
+    // held whole. Wiped when dropped, as the reply holds the private key.
+    let mut piece = Zeroizing::new(vec![0u8; PIECE]);
+    let mut len = 0usize;
     loop {
-        let chunk = reply.room();
         let n = stream
-            .read(chunk)
+            .read(&mut piece[..])
             .await
             .map_err(|e| RequestError::Io("reading from", e))?;
         if n == 0 {
-            return Ok(reply);
+            return Ok(parser);
         }
-        reply.filled(n);
-        if reply.len > MAX_REPLY {
+        len += n;
+        if len > MAX_REPLY {
             return Err(RequestError::TooLarge);
         }
-        // A valid reply contains no blank line but its last one.
-        if reply.last == *b"\n\n" || (reply.len == 1 && reply.last[1] == b'\n') {
-            return Ok(reply);
+        if parser.feed(&piece[..n]).map_err(RequestError::Parse)? {
+            return Ok(parser);
         }
     }
 }
 
-/// Size of the pieces a reply is read into.
+/// Size of the piece a reply is read into.
 const PIECE: usize = 64 << 10;
-
-/// A reply as read: in pieces, never copied (a 65,536-peer wireguard-go
-/// reply is about 20 MB; one buffer doubled as it grew peaked at three
-/// times that), each piece wiped when dropped, as the reply holds the
-/// interface's private key.
-#[derive(Default)]
-struct Reply {
-    pieces: Vec<Zeroizing<Vec<u8>>>,
-    len: usize,
-    /// The last two bytes read.
-    last: [u8; 2],
-    /// Where the last [`Reply::room`] starts in the last piece.
-    start: usize,
-}
-
-impl Reply {
-    /// Free space to read into (a new piece when the last one is full).
-    fn room(&mut self) -> &mut [u8] {
-        if self.pieces.last().is_none_or(|p| p.len() == p.capacity()) {
-            self.pieces.push(Zeroizing::new(Vec::with_capacity(PIECE)));
-        }
-        let piece = self.pieces.last_mut().expect("a piece was just pushed");
-        self.start = piece.len();
-        // Within capacity: no reallocation, so no unwiped copy.
-        let capacity = piece.capacity();
-        piece.resize(capacity, 0);
-        &mut piece[self.start..]
-    }
-
-    /// `n` bytes were read into the last [`Reply::room`].
-    fn filled(&mut self, n: usize) {
-        let Some(piece) = self.pieces.last_mut() else {
-            return;
-        };
-        let end = self.start + n;
-        piece.truncate(end);
-        for &b in &piece[end.saturating_sub(2).max(self.start)..end] {
-            self.last = [self.last[1], b];
-        }
-        self.len += n;
-    }
-
-    /// The reply's bytes, piece after piece, for the parser.
-    fn reader(&self) -> impl io::BufRead + '_ {
-        Pieces {
-            pieces: &self.pieces,
-            at: 0,
-            pos: 0,
-        }
-    }
-}
-
-/// Reads a [`Reply`]'s pieces in order; lines may span two pieces.
-struct Pieces<'r> {
-    pieces: &'r [Zeroizing<Vec<u8>>],
-    at: usize,
-    pos: usize,
-}
-
-impl io::Read for Pieces<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let available = io::BufRead::fill_buf(self)?;
-        let n = available.len().min(buf.len());
-        buf[..n].copy_from_slice(&available[..n]);
-        io::BufRead::consume(self, n);
-        Ok(n)
-    }
-}
-
-impl io::BufRead for Pieces<'_> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while let Some(piece) = self.pieces.get(self.at) {
-            if self.pos < piece.len() {
-                return Ok(&piece[self.pos..]);
-            }
-            self.at += 1;
-            self.pos = 0;
-        }
-        Ok(&[])
-    }
-
-    fn consume(&mut self, amt: usize) {
-        self.pos += amt;
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -527,34 +472,6 @@ mod tests {
 
     async fn poll(backend: &mut UapiBackend, filter: &InterfaceFilter) -> Snapshot {
         backend.poll(now(), filter).await.unwrap()
-    }
-
-    /// A reply is kept in fixed pieces (never copied as it grows), read
-    /// back across piece boundaries as one text: it parses as the whole.
-    #[test]
-    fn a_reply_read_in_pieces_parses_as_the_whole() {
-        let text = crate::backend::uapi_parse::generate_wireguard_go_reply(3_000);
-        assert!(text.len() > 3 * PIECE, "{} bytes", text.len());
-        let mut reply = Reply::default();
-        let mut rest = text.as_bytes();
-        let mut reads = 0;
-        while !rest.is_empty() {
-            let room = reply.room();
-            let n = room.len().min(rest.len()).min(1 + reads % 4_999);
-            room[..n].copy_from_slice(&rest[..n]);
-            reply.filled(n);
-            rest = &rest[n..];
-            reads += 1;
-        }
-        assert_eq!(reply.len, text.len());
-        assert!(reply.pieces.len() > 3);
-        assert!(reply.pieces.iter().all(|p| p.capacity() == PIECE));
-        assert_eq!(&reply.last, text.as_bytes().last_chunk::<2>().unwrap());
-        let whole = parse_interface("wg0", text.as_bytes(), now()).unwrap();
-        assert_eq!(
-            parse_interface("wg0", reply.reader(), now()).unwrap(),
-            whole
-        );
     }
 
     #[tokio::test]

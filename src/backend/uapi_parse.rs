@@ -6,13 +6,15 @@
 //! follow belong to it. Unknown keys are ignored, so newer daemons still parse.
 //!
 //! Invariants:
-//! - No I/O and no clock: the reply is a [`BufRead`], `now` is an argument.
+//! - No I/O and no clock: the reply is fed to a [`Parser`] piece by piece
+//!   as it arrives (or read from a [`BufRead`]), `now` is an argument.
 //! - Secrets never leave this module. The interface's public key is derived
 //!   from `private_key` with x25519 and the private bytes are wiped at once;
 //!   a `preshared_key` is only checked for being non-zero. No error message
 //!   or log ever contains the value of a key line.
-//! - Lines are read in place from the reader's buffer (a spill buffer only
-//!   for a line split across two reads): a line costs a scan, not an allocation.
+//! - Lines are read in place from each piece (a spill buffer of at most
+//!   [`MAX_LINE`] bytes only for a line split across two pieces): a line
+//!   costs a scan, not an allocation, and the reply is never held whole.
 //!
 //! **Handshake times differ between implementations.** wireguard-go prints
 //! the handshake as seconds and nanoseconds since the Unix epoch (`0`/`0` =
@@ -49,6 +51,9 @@ pub enum UapiParseError {
     /// A line without `=`.
     #[error("line {line}: malformed line (no `=`)")]
     Malformed { line: usize },
+    /// A line longer than any valid one ([`MAX_LINE`] bytes).
+    #[error("line {line}: longer than {MAX_LINE} bytes")]
+    TooLong { line: usize },
     /// A peer key before the first `public_key=` line.
     #[error("line {line}: `{key}` appears before any `public_key=` line")]
     OutsidePeer { line: usize, key: &'static str },
@@ -84,6 +89,7 @@ impl UapiParseError {
             Self::Truncated { line }
             | Self::Errno { line, .. }
             | Self::Malformed { line }
+            | Self::TooLong { line }
             | Self::OutsidePeer { line, .. }
             | Self::BadNumber { line, .. }
             | Self::BadKey { line, .. }
@@ -112,42 +118,115 @@ pub fn parse_interface(
     mut reply: impl BufRead,
     now: DateTime<Utc>,
 ) -> Result<Interface, UapiParseError> {
-    let mut state = State {
-        iface: Interface {
-            name: name.to_owned(),
-            driver: DriverKind::Userspace,
-            ..Interface::default()
-        },
-        handshakes: Vec::new(),
-        saw_private_key: false,
-        saw_own_public_key: false,
-        saw_protocol_version: false,
-    };
-    // Only for a line split across two reads of `reply`; wiped on drop as it
-    // may hold a key line.
-    let mut spill: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
-    let mut line_no = 0usize;
+    let mut parser = Parser::new(name, 0);
     loop {
-        line_no += 1;
         let available = reply.fill_buf()?;
-        let flow = if let Some(end) = memchr::memchr(b'\n', available) {
-            // Fast path: the whole line is in the reader's buffer, no copy.
-            let flow = state.line(&available[..end], line_no);
-            reply.consume(end + 1);
-            flow
-        } else {
-            spill.clear();
-            if reply.read_until(b'\n', &mut spill)? == 0 {
-                return Err(UapiParseError::Truncated { line: line_no });
-            }
-            let line = spill.strip_suffix(b"\n").unwrap_or(&spill);
-            state.line(line, line_no)
-        };
-        if flow? == Flow::Done {
+        if available.is_empty() {
+            break;
+        }
+        let n = available.len();
+        let done = parser.feed(available)?;
+        reply.consume(n);
+        if done {
             break;
         }
     }
-    state.finish(now)
+    parser.finish(now)
+}
+
+/// Longest line a reply may have. The longest valid one (an IPv6 endpoint
+/// with a zone) is under 100 bytes; a longer line is garbage, and the bound
+/// keeps the spill buffer from ever growing (growing would leave an unwiped
+/// copy of a key line behind).
+pub const MAX_LINE: usize = 4096;
+
+/// A reply parsed as it arrives, in pieces of any size: a line split across
+/// two pieces waits in a small wiped buffer, every other line is read in
+/// place. No piece is kept, so parsing needs no more memory than the
+/// interface it builds, however large the reply.
+pub struct Parser {
+    state: State,
+    /// The start of a line whose end has not arrived yet; wiped on drop as
+    /// it may hold a key line. Never grows beyond [`MAX_LINE`].
+    spill: Zeroizing<Vec<u8>>,
+    line_no: usize,
+    done: bool,
+}
+
+impl Parser {
+    /// A parser for interface `name`, with room for `peers` peers (the count
+    /// of the last poll: no reallocation while the reply is read).
+    pub fn new(name: &str, peers: usize) -> Self {
+        Parser {
+            state: State {
+                iface: Interface {
+                    name: name.to_owned(),
+                    driver: DriverKind::Userspace,
+                    peers: Vec::with_capacity(peers),
+                    ..Interface::default()
+                },
+                handshakes: Vec::with_capacity(peers),
+                saw_private_key: false,
+                saw_own_public_key: false,
+                saw_protocol_version: false,
+            },
+            spill: Zeroizing::new(Vec::with_capacity(MAX_LINE)),
+            line_no: 0,
+            done: false,
+        }
+    }
+
+    /// Reads the next piece of the reply. `Ok(true)` once the `errno=0` line
+    /// that ends it was read (anything after it is ignored).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<bool, UapiParseError> {
+        while !self.done && !bytes.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', bytes) else {
+                self.hold(bytes)?;
+                break;
+            };
+            self.line_no += 1;
+            let flow = if self.spill.is_empty() {
+                self.state.line(&bytes[..end], self.line_no)
+            } else {
+                self.hold(&bytes[..end])?;
+                let flow = self.state.line(&self.spill, self.line_no);
+                self.spill.clear();
+                flow
+            };
+            bytes = &bytes[end + 1..];
+            self.done = flow? == Flow::Done;
+        }
+        Ok(self.done)
+    }
+
+    /// Keeps the start of a line until its end arrives.
+    fn hold(&mut self, part: &[u8]) -> Result<(), UapiParseError> {
+        if self.spill.len() + part.len() > MAX_LINE {
+            return Err(UapiParseError::TooLong {
+                line: self.line_no + 1,
+            });
+        }
+        self.spill.extend_from_slice(part); // within capacity: no copy left behind
+        Ok(())
+    }
+
+    /// The interface, once the reply has ended (end of stream or its
+    /// `errno=0` line). A last line without a newline still counts.
+    pub fn finish(mut self, now: DateTime<Utc>) -> Result<Interface, UapiParseError> {
+        if !self.done {
+            self.line_no += 1;
+            if self.spill.is_empty() {
+                return Err(UapiParseError::Truncated { line: self.line_no });
+            }
+            let flow = self.state.line(&self.spill, self.line_no)?;
+            if flow != Flow::Done {
+                return Err(UapiParseError::Truncated {
+                    line: self.line_no + 1,
+                });
+            }
+        }
+        self.state.finish(now)
+    }
 }
 
 /// Whether the reply goes on after a line.
@@ -830,6 +909,46 @@ mod tests {
             matches!(err, UapiParseError::Truncated { line: 13 }),
             "{err:?}"
         );
+    }
+
+    /// The daemon's reader feeds pieces of whatever size the socket gives:
+    /// lines cut anywhere parse as the whole, the spill buffer never grows
+    /// (growing would leave an unwiped copy of a key line), and a line
+    /// longer than any valid one is an error, not a buffer without end.
+    #[test]
+    fn a_reply_fed_in_pieces_parses_as_the_whole() {
+        let text = generate_wireguard_go_reply(3_000);
+        let whole = parse_interface("wg0", text.as_bytes(), now_fixed()).unwrap();
+        assert_eq!(whole.peers.len(), 3_000);
+        for sizes in [[1, 2, 3], [63, 64, 65], [4_999, 65_536, 17]] {
+            let mut parser = Parser::new("wg0", 10);
+            let mut rest = text.as_bytes();
+            let mut done = false;
+            for i in 0.. {
+                let n = sizes[i % 3].min(rest.len());
+                done = parser.feed(&rest[..n]).unwrap();
+                rest = &rest[n..];
+                assert!(parser.spill.capacity() == MAX_LINE);
+                if done || rest.is_empty() {
+                    break;
+                }
+            }
+            assert!(done, "{sizes:?}");
+            assert_eq!(parser.finish(now_fixed()).unwrap(), whole, "{sizes:?}");
+        }
+
+        let mut parser = Parser::new("wg0", 0);
+        parser.feed(b"listen_port=1\nfwmark=").unwrap();
+        let err = parser.feed(&[b'1'; MAX_LINE]).unwrap_err();
+        assert!(
+            matches!(err, UapiParseError::TooLong { line: 2 }),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "line 2: longer than 4096 bytes");
+    }
+
+    fn now_fixed() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap()
     }
 
     #[test]
