@@ -49,6 +49,7 @@ use crate::event::Event;
 use crate::metrics::Metrics;
 use crate::outbox::{self, Store, StoreError};
 use crate::tracker::{Changes, State};
+use health::Health;
 use http::HttpSender;
 use retry::Schedule;
 use scheduler::{Item, Queue};
@@ -157,8 +158,19 @@ impl Delivery {
             for (hook, sender) in webhooks {
                 let mut queue = Queue::default();
                 let schedule = schedule(&hook.retry);
+                let mut failed = Vec::new();
                 for p in db.pending(&hook.name)? {
-                    queue.push(pending_item(p, schedule.max_delay(), now));
+                    let item = pending_item(p, schedule.max_delay(), now);
+                    if item.attempts > 0 {
+                        failed.push(item.seq);
+                    }
+                    queue.push(item);
+                }
+                // Stopped in an outage: one probe at once, not each event
+                // at its stored retry time (health.rs).
+                let health = Health::resumed(failed, now.mono);
+                if let Some(first) = health.first_failed() {
+                    queue.release(first, now.mono);
                 }
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
@@ -182,7 +194,7 @@ impl Delivery {
                     shutdown_timeout: settings.shutdown_timeout,
                     ack_tx: ack_tx.clone(),
                     awaiting: 0,
-                    health: Default::default(),
+                    health,
                 };
                 tasks.spawn(worker.run(rx, ack_rx));
                 hooks.push(Hook {

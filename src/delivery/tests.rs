@@ -638,6 +638,49 @@ async fn a_receiver_down_gets_one_probe_at_a_time_and_everything_when_back() {
     o.delivery.shutdown().await;
 }
 
+/// Issue 13: after a restart in the middle of an outage, the events kept
+/// the retry times they had stored (30 s and more away) although the
+/// receiver was back: a restart must not undo the quick recovery. The
+/// webhook starts as down (one probe, at once) and the first answer
+/// releases everything.
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_in_an_outage_the_first_answer_releases_everything() {
+    let cfg = config_retry("    delays: [0s, 5s, 30s, 2m, 10m]\n", "");
+    let o = start_outage(&cfg, Receiver::new(refused, ok));
+    let order = commit_peers(&o.delivery, 20, 10, 50, Duration::from_millis(100)).await;
+    // Long enough for many events to have failed and been given later
+    // retry times by their own schedules.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(pending(&o.store), 200);
+    let Outage {
+        _dir,
+        store,
+        receiver,
+        delivery,
+    } = o;
+    delivery.shutdown().await;
+
+    receiver.up.store(true, Ordering::SeqCst);
+    let transport: Arc<dyn Transport> = receiver.clone();
+    let restarted = Delivery::start_clocked(
+        Arc::clone(&store),
+        vec![(cfg.webhooks[0].clone(), transport)],
+        &cfg.delivery,
+        None,
+        Clocks::new(Utc::now),
+    )
+    .unwrap();
+    let back = tokio::time::Instant::now();
+    until_fine("everything to be delivered", || pending(&store) == 0).await;
+    assert!(
+        back.elapsed() <= Duration::from_secs(5),
+        "took {:?} after the restart",
+        back.elapsed()
+    );
+    assert_peer_order(&receiver.delivered(), &order);
+    restarted.shutdown().await;
+}
+
 /// The first event of the queue (the first probe) is one the receiver
 /// refuses with 500 whether it is up or not: the webhook must come back
 /// anyway, and stay up while that event keeps failing.
