@@ -539,6 +539,7 @@ impl Daemon {
             ));
         }
         self.state = Some(next);
+        self.backend.recycle(snapshot);
         Ok(committed)
     }
 

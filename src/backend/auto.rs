@@ -295,6 +295,10 @@ impl Backend for AutoBackend {
     fn poll<'a>(&'a mut self, now: DateTime<Utc>, filter: &'a InterfaceFilter) -> PollFuture<'a> {
         Box::pin(self.read(now, filter))
     }
+
+    fn recycle(&mut self, snapshot: Snapshot) {
+        self.uapi.recycle(snapshot);
+    }
 }
 
 #[cfg(test)]

@@ -48,6 +48,14 @@ pub trait Backend: Send {
     /// A failure of one interface is reported in [`Snapshot::unreadable`]
     /// (and logged); `Err` means the whole poll failed and must be skipped.
     fn poll<'a>(&'a mut self, now: DateTime<Utc>, filter: &'a InterfaceFilter) -> PollFuture<'a>;
+
+    /// Takes back a snapshot this backend made, once the caller is done
+    /// with it, to reuse its memory for the next poll (a backend that
+    /// builds large snapshots every poll keeps their lists instead of
+    /// allocating and faulting in new ones). The default drops it.
+    fn recycle(&mut self, snapshot: Snapshot) {
+        drop(snapshot);
+    }
 }
 
 /// Why a whole poll failed.

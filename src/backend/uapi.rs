@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 use zeroize::Zeroizing;
 
-use super::uapi_parse::{Parser, UapiParseError};
+use super::uapi_parse::{Parser, Reuse, UapiParseError};
 use super::{Backend, BackendError, InterfaceFilter, PollFuture};
 use crate::model::{Interface, Snapshot};
 
@@ -93,9 +93,11 @@ pub struct UapiBackend {
     /// cannot keep an answering interface from being reached by the
     /// deadline poll after poll.
     hung: Arc<Mutex<HashSet<String>>>,
-    /// Peers each interface had at its last read: the next read sizes its
-    /// peer list with it (no growing and copying at 65,536 peers).
-    peers: Arc<Mutex<HashMap<String, usize>>>,
+    /// Memory each interface's next read reuses: its parser's scratch list
+    /// and, once the caller gives it back ([`Backend::recycle`]), its peer
+    /// list. No allocation per poll, so no pages to fault in again (at
+    /// 65,536 peers that was most of a poll's cpu).
+    spare: Arc<Mutex<HashMap<String, Reuse>>>,
 }
 
 impl UapiBackend {
@@ -106,7 +108,7 @@ impl UapiBackend {
             timeout,
             poll_deadline: super::POLL_DEADLINE,
             hung: Arc::default(),
-            peers: Arc::default(),
+            spare: Arc::default(),
         }
     }
 
@@ -116,10 +118,28 @@ impl UapiBackend {
         self
     }
 
-    /// Peers `name` had at its last read (0 if never read).
-    fn last_peers(&self, name: &str) -> usize {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.get(name).copied().unwrap_or(0)
+    /// The memory `name`'s last read left to reuse.
+    fn take_spare(&self, name: &str) -> Reuse {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        spare.remove(name).unwrap_or_default()
+    }
+
+    fn put_spare(&self, name: &str, reuse: Reuse) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        spare.insert(name.to_owned(), reuse);
+    }
+
+    /// Takes back the peer lists of `snapshot`'s interfaces for their next
+    /// read.
+    pub fn recycle(&self, snapshot: Snapshot) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        for iface in snapshot.interfaces {
+            if let Some(reuse) = spare.get_mut(&iface.name) {
+                let mut peers = iface.peers;
+                peers.clear();
+                reuse.peers = peers;
+            }
+        }
     }
 
     /// When a poll starting now must be done.
@@ -207,7 +227,7 @@ impl UapiBackend {
             .collect()
             .await;
         let read: HashSet<&str> = results.iter().map(|(n, ..)| n.as_str()).collect();
-        self.peers
+        self.spare
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|n, _| read.contains(n.as_str()));
@@ -243,8 +263,8 @@ impl UapiBackend {
             });
         }
         let until = deadline.min(started + self.timeout);
-        let peers = self.last_peers(name);
-        let parser = match tokio::time::timeout_at(until, request(socket, name, peers)).await {
+        let reuse = self.take_spare(name);
+        let parser = match tokio::time::timeout_at(until, request(socket, name, reuse)).await {
             Err(_) if until == deadline => {
                 return Err(UapiError::PollDeadline {
                     socket: socket.to_owned(),
@@ -283,15 +303,12 @@ impl UapiBackend {
             }
             Ok(Ok(parser)) => parser,
         };
-        let iface = parser.finish(now).map_err(|source| UapiError::Parse {
+        let (iface, reuse) = parser.finish_reusing(now);
+        self.put_spare(name, reuse);
+        iface.map(Some).map_err(|source| UapiError::Parse {
             socket: socket.to_owned(),
             source,
-        })?;
-        self.peers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), iface.peers.len());
-        Ok(Some(iface))
+        })
     }
 
     async fn read_all(
@@ -335,6 +352,10 @@ impl Backend for UapiBackend {
 
     fn poll<'a>(&'a mut self, now: DateTime<Utc>, filter: &'a InterfaceFilter) -> PollFuture<'a> {
         Box::pin(self.read_all(now, filter))
+    }
+
+    fn recycle(&mut self, snapshot: Snapshot) {
+        UapiBackend::recycle(self, snapshot);
     }
 }
 
@@ -384,7 +405,7 @@ enum RequestError {
 /// Sends `get=1` and parses the reply as it arrives, up to its `errno=0`
 /// line (or EOF if the daemon closes first). `peers` sizes the peer list
 /// (the count of the last poll).
-async fn request(socket: &Path, name: &str, peers: usize) -> Result<Parser, RequestError> {
+async fn request(socket: &Path, name: &str, reuse: Reuse) -> Result<Parser, RequestError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(|e| match e.kind() {
@@ -396,7 +417,7 @@ async fn request(socket: &Path, name: &str, peers: usize) -> Result<Parser, Requ
         .await
         .map_err(|e| RequestError::Io("writing to", e))?;
 
-    let mut parser = Parser::new(name, peers);
+    let mut parser = Parser::reusing(name, reuse);
     // One piece, refilled: the reply (about 20 MB at 65,536 peers) is never
     // held whole. Wiped when dropped, as the reply holds the private key.
     let mut piece = Zeroizing::new(vec![0u8; PIECE]);
@@ -472,6 +493,30 @@ mod tests {
 
     async fn poll(backend: &mut UapiBackend, filter: &InterfaceFilter) -> Snapshot {
         backend.poll(now(), filter).await.unwrap()
+    }
+
+    /// A snapshot given back is reused by the next poll: the same peer list
+    /// (no allocation, so no fresh pages to fault in), filled the same.
+    #[tokio::test]
+    async fn a_recycled_snapshot_lends_its_peer_list_to_the_next_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = crate::backend::uapi_parse::generate_wireguard_go_reply(3_000);
+        let server = serve(dir.path(), "wgr", text.into_bytes());
+        let mut b = backend(&[dir.path()], GENEROUS);
+        let all = InterfaceFilter::default();
+        let first = poll(&mut b, &all).await;
+        assert_eq!(first.interfaces[0].peers.len(), 3_000);
+        let expected = first.clone();
+        let list = first.interfaces[0].peers.as_ptr();
+        b.recycle(first);
+        let second = poll(&mut b, &all).await;
+        assert_eq!(second, expected);
+        assert_eq!(second.interfaces[0].peers.as_ptr(), list, "the same list");
+        // Not given back: the next poll still sizes its list at once.
+        let third = poll(&mut b, &all).await;
+        assert_eq!(third, expected);
+        assert!(third.interfaces[0].peers.capacity() >= 3_000);
+        server.abort();
     }
 
     #[tokio::test]
