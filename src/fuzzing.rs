@@ -8,15 +8,46 @@ use std::path::Path;
 use chrono::DateTime;
 
 /// The UAPI reply parser (wireguard-go and boringtun `get=1` answers).
+/// The reply read whole and the reply fed in pieces (as the daemon reads
+/// it from the socket; the piece size comes from the input) must give the
+/// same interface or the same error.
 pub fn uapi_parse(data: &[u8]) {
+    use crate::backend::uapi_parse::{parse_interface, Parser};
     let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-    let _ = crate::backend::uapi_parse::parse_interface("wg0", data, now);
+    let whole = parse_interface("wg0", data, now);
+    let size = data.first().map_or(1, |&b| usize::from(b % 97) + 1);
+    let mut parser = Parser::new("wg0", 0);
+    let mut fed = Ok(false);
+    for piece in data.chunks(size) {
+        fed = parser.feed(piece);
+        if !matches!(fed, Ok(false)) {
+            break;
+        }
+    }
+    let pieces = fed.and_then(|_| parser.finish(now));
+    assert_eq!(
+        format!("{whole:?}"),
+        format!("{pieces:?}"),
+        "whole and in pieces of {size}"
+    );
 }
 
 /// The netlink decoder (a `WG_CMD_GET_DEVICE` dump, and a family reply).
+/// Whatever the one-pass fast path accepts, the reference decoder must
+/// decode to the same interface.
 pub fn netlink_decode(data: &[u8]) {
-    let _ = crate::backend::netlink_decode::decode_device_bytes(data);
-    let _ = crate::backend::netlink_decode::decode_family_reply(data);
+    use crate::backend::netlink_decode as nd;
+    let decoded = nd::decode_device_bytes(data);
+    if let Some(fast) = nd::decode_device_fast(data) {
+        let reference = nd::decode_device_reference(data);
+        assert_eq!(
+            reference.as_ref().ok(),
+            Some(&fast),
+            "the fast path accepted a dump the reference decodes otherwise: {reference:?}"
+        );
+        assert_eq!(decoded.as_ref().ok(), Some(&fast));
+    }
+    let _ = nd::decode_family_reply(data);
 }
 
 /// The configuration compiler, on any text (no file is read: `*_file`

@@ -105,8 +105,20 @@ pub fn decode_device_bytes(buf: &[u8]) -> Result<Interface, DecodeError> {
     if let Some(iface) = fast::decode(buf) {
         return Ok(iface);
     }
+    decode_device_reference(buf)
+}
+
+/// The same without the one-pass fast path: what the fast path must agree
+/// with whenever it accepts a dump (the fuzz target compares the two).
+pub fn decode_device_reference(buf: &[u8]) -> Result<Interface, DecodeError> {
     let messages = decode_dump(buf)?;
     decode_device(&messages)
+}
+
+/// The fast path alone (`None`: it leaves the dump to the reference).
+#[doc(hidden)]
+pub fn decode_device_fast(buf: &[u8]) -> Option<Interface> {
+    fast::decode(buf)
 }
 
 /// Splits a dump into its generic netlink messages and parses each one.

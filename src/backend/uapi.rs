@@ -161,7 +161,7 @@ impl UapiBackend {
     pub async fn list(&self) -> Vec<(String, PathBuf)> {
         let mut found = BTreeMap::new();
         for dir in &self.dirs {
-            if let Err(e) = list_dir(dir, &mut found).await {
+            if let Err(e) = list_dir(dir, &mut found) {
                 tracing::warn!(error = %e, "cannot list UAPI sockets");
             }
         }
@@ -172,7 +172,7 @@ impl UapiBackend {
     pub async fn try_list(&self) -> Result<Vec<(String, PathBuf)>, UapiError> {
         let mut found = BTreeMap::new();
         for dir in &self.dirs {
-            list_dir(dir, &mut found).await?;
+            list_dir(dir, &mut found)?;
         }
         Ok(found.into_iter().collect())
     }
@@ -360,17 +360,23 @@ impl Backend for UapiBackend {
 }
 
 /// Adds the `*.sock` sockets of `dir` to `found` unless the name is known.
-async fn list_dir(dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(), UapiError> {
+///
+/// Plain `std::fs`: the socket directories are on tmpfs and hold a few
+/// entries, and `tokio::fs` would hand every call (the listing, each entry,
+/// each file type) to a blocking thread and back, several thread switches
+/// per poll for microseconds of work.
+fn list_dir(dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(), UapiError> {
     let list_err = |source| UapiError::ListDir {
         dir: dir.to_owned(),
         source,
     };
-    let mut entries = match tokio::fs::read_dir(dir).await {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(list_err(e)),
     };
-    while let Some(entry) = entries.next_entry().await.map_err(list_err)? {
+    for entry in entries {
+        let entry = entry.map_err(list_err)?;
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".sock")) else {
             continue;
@@ -379,10 +385,10 @@ async fn list_dir(dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(
             continue;
         }
         // Follows a symlink; a file that vanished meanwhile is skipped.
-        let is_socket = match entry.file_type().await {
-            Ok(t) if t.is_symlink() => tokio::fs::metadata(entry.path())
-                .await
-                .is_ok_and(|m| m.file_type().is_socket()),
+        let is_socket = match entry.file_type() {
+            Ok(t) if t.is_symlink() => {
+                std::fs::metadata(entry.path()).is_ok_and(|m| m.file_type().is_socket())
+            }
             Ok(t) => t.is_socket(),
             Err(_) => false,
         };

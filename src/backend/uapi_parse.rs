@@ -221,11 +221,16 @@ impl Parser {
                 self.hold(bytes)?;
                 break;
             };
-            self.line_no += 1;
             let flow = if self.spill.is_empty() {
+                self.line_no += 1;
+                // The same limit whether or not the line was cut in two.
+                if end > MAX_LINE {
+                    return Err(UapiParseError::TooLong { line: self.line_no });
+                }
                 self.state.line(&bytes[..end], self.line_no)
             } else {
                 self.hold(&bytes[..end])?;
+                self.line_no += 1;
                 let flow = self.state.line(&self.spill, self.line_no);
                 self.spill.clear();
                 flow

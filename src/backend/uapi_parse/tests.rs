@@ -278,6 +278,25 @@ fn a_reply_fed_in_pieces_parses_as_the_whole() {
         "{err:?}"
     );
     assert_eq!(err.to_string(), "line 2: longer than 4096 bytes");
+
+    // The same line in one piece is just as long (the fuzz target found
+    // the whole reply accepted what the reply in pieces refused).
+    let long = format!("listen_port=1\nx={}\nerrno=0\n\n", "1".repeat(MAX_LINE));
+    let err = parse_interface("wg0", long.as_bytes(), now_fixed()).unwrap_err();
+    assert!(
+        matches!(err, UapiParseError::TooLong { line: 2 }),
+        "{err:?}"
+    );
+    // Cut after its start, the line is still line 2.
+    let mut parser = Parser::new("wg0", 0);
+    parser.feed(&long.as_bytes()[..20]).unwrap();
+    let err = parser.feed(&long.as_bytes()[20..]).unwrap_err();
+    assert!(
+        matches!(err, UapiParseError::TooLong { line: 2 }),
+        "{err:?}"
+    );
+    let fits = format!("listen_port=1\nx={}\nerrno=0\n\n", "1".repeat(MAX_LINE - 2));
+    assert!(parse_interface("wg0", fits.as_bytes(), now_fixed()).is_ok());
 }
 
 fn now_fixed() -> DateTime<Utc> {
