@@ -409,8 +409,8 @@ enum RequestError {
 }
 
 /// Sends `get=1` and parses the reply as it arrives, up to its `errno=0`
-/// line (or EOF if the daemon closes first). `peers` sizes the peer list
-/// (the count of the last poll).
+/// line (or EOF if the daemon closes first), into the lists of `reuse`
+/// (the last read's, sized for its peers).
 async fn request(socket: &Path, name: &str, reuse: Reuse) -> Result<Parser, RequestError> {
     let mut stream = UnixStream::connect(socket)
         .await
