@@ -16,9 +16,6 @@
 //!   that failed since the last answer are released: due at once, not at
 //!   the end of their own backoff step.
 //!
-//! After a restart, a webhook with [`DOWN_AFTER`] or more events that had
-//! failed starts **down**, its probe due at once ([`Health::resumed`]).
-//!
 //! One event the receiver keeps refusing with 500 never takes the webhook
 //! down by itself (its failures are one event's), and any other event
 //! answered in between resets the count.
@@ -73,32 +70,6 @@ pub enum Change {
 }
 
 impl Health {
-    /// The health of a webhook resumed from the outbox with `failed`, the
-    /// events that had failed at least once when wghook stopped. With
-    /// [`DOWN_AFTER`] or more of them the receiver was failing then: the
-    /// webhook starts down with a probe due at `now`, so that a receiver
-    /// back by now gets everything at once rather than at each event's
-    /// stored retry time, and one still down gets one request at a time.
-    pub fn resumed(failed: impl IntoIterator<Item = i64>, now: i64) -> Self {
-        let failed: BTreeSet<i64> = failed.into_iter().collect();
-        if failed.len() < DOWN_AFTER {
-            return Health::default();
-        }
-        Health {
-            failed,
-            down: Some(Down {
-                failures: 1,
-                next_probe: now,
-                probe: None,
-            }),
-        }
-    }
-
-    /// The first event the probe after a restart may be: the oldest failed.
-    pub fn first_failed(&self) -> Option<i64> {
-        self.down.as_ref().and(self.failed.first().copied())
-    }
-
     pub fn is_down(&self) -> bool {
         self.down.is_some()
     }
@@ -278,35 +249,6 @@ mod tests {
         h.sending(6);
         fail(&mut h, 6, 6_600);
         assert_eq!(h.next_probe(), Some(9_600), "the last step repeats");
-    }
-
-    #[test]
-    fn resumed_with_failed_events_starts_down_with_a_probe_due_at_once() {
-        let h = Health::resumed([7], 1_000);
-        assert!(
-            !h.is_down(),
-            "one failed event is that event's, not the receiver's"
-        );
-        assert_eq!(h.first_failed(), None);
-
-        let mut h = Health::resumed([9, 7, 8], 1_000);
-        assert!(h.is_down());
-        assert_eq!(h.limit(16), 1);
-        assert!(h.may_send(1_000), "the probe is due at once");
-        assert_eq!(h.first_failed(), Some(7));
-        h.sending(7);
-        assert!(!h.may_send(1_000));
-        // Still down: probing goes on at the schedule's next step.
-        assert_eq!(fail(&mut h, 7, 1_200), Change::None);
-        assert_eq!(h.next_probe(), Some(2_200));
-        h.sending(8);
-        assert_eq!(
-            h.answered(8),
-            Change::CameBack {
-                release: vec![7, 9]
-            }
-        );
-        assert!(!h.is_down());
     }
 
     #[test]

@@ -166,11 +166,13 @@ impl Delivery {
                     }
                     queue.push(item);
                 }
-                // Stopped in an outage: one probe at once, not each event
-                // at its stored retry time (health.rs).
-                let health = Health::resumed(failed, now.mono);
-                if let Some(first) = health.first_failed() {
-                    queue.release(first, now.mono);
+                // Events that had failed are due at once, not at their
+                // stored retry times: wghook may have stopped in an outage
+                // the receiver is over by now. If it is not, two failures
+                // take the webhook down again (at most `max_in_flight`
+                // requests before that), as at any start.
+                for seq in failed {
+                    queue.release(seq, now.mono);
                 }
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
@@ -194,7 +196,7 @@ impl Delivery {
                     shutdown_timeout: settings.shutdown_timeout,
                     ack_tx: ack_tx.clone(),
                     awaiting: 0,
-                    health,
+                    health: Health::default(),
                 };
                 tasks.spawn(worker.run(rx, ack_rx));
                 hooks.push(Hook {

@@ -640,11 +640,10 @@ async fn a_receiver_down_gets_one_probe_at_a_time_and_everything_when_back() {
 
 /// Issue 13: after a restart in the middle of an outage, the events kept
 /// the retry times they had stored (30 s and more away) although the
-/// receiver was back: a restart must not undo the quick recovery. The
-/// webhook starts as down (one probe, at once) and the first answer
-/// releases everything.
+/// receiver was back: a restart must not undo the quick recovery. Events
+/// that had failed are due at once after a restart.
 #[tokio::test(start_paused = true)]
-async fn after_a_restart_in_an_outage_the_first_answer_releases_everything() {
+async fn after_a_restart_in_an_outage_failed_events_are_due_at_once() {
     let cfg = config_retry("    delays: [0s, 5s, 30s, 2m, 10m]\n", "");
     let o = start_outage(&cfg, Receiver::new(refused, ok));
     let order = commit_peers(&o.delivery, 20, 10, 50, Duration::from_millis(100)).await;
