@@ -268,20 +268,17 @@ impl Parser {
         let mut handshakes = std::mem::take(&mut self.state.handshakes);
         let resolved = ended.and_then(|()| self.state.resolve(&handshakes, now));
         handshakes.clear();
-        let mut peers = std::mem::take(&mut self.state.iface.peers);
+        let iface = std::mem::take(&mut self.state.iface);
         match resolved {
-            Ok(()) => {
-                let mut iface = std::mem::take(&mut self.state.iface);
-                iface.peers = peers;
-                (
-                    Ok(iface),
-                    Reuse {
-                        peers: Vec::new(),
-                        handshakes,
-                    },
-                )
-            }
+            Ok(()) => (
+                Ok(iface),
+                Reuse {
+                    peers: Vec::new(),
+                    handshakes,
+                },
+            ),
             Err(e) => {
+                let mut peers = iface.peers;
                 peers.clear();
                 (Err(e), Reuse { peers, handshakes })
             }
