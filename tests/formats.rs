@@ -1,6 +1,6 @@
 //! Every receiver's language, over real HTTP on 127.0.0.1: the wire formats,
 //! body/header/URL templates (the shipped Slack, Discord, ntfy, Defguard
-//! and Cymmetri examples), each authentication mode including a real OAuth
+//! and Cymmetri examples; the chat services' in `formats/chat.rs`), each authentication mode including a real OAuth
 //! 2.0 token endpoint, Standard Webhooks signatures checked by the official
 //! Python library, configuration errors, and `wghook test`.
 
@@ -23,6 +23,8 @@ use wghook::event::{
 use wghook::model::{DriverKind, Peer, PublicKey};
 
 use crate::util::receiver::{Receiver, Recorded, Reply};
+
+mod chat;
 
 const PEER_KEY: &str = "Fb5TaziAs1WrPBjC/MFbWsIelVXvi0hDKZ3YQM9wmU8=";
 const WAIT: Duration = Duration::from_secs(10);
@@ -683,6 +685,10 @@ fn example(name: &str, receiver: &Receiver, vars: &[(&str, &str)]) -> Webhook {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{name}.yaml"));
     let mut text = std::fs::read_to_string(&path).unwrap();
+    // Variables first: a URL may be one whole (Teams).
+    for (var, value) in vars {
+        text = text.replace(&format!("${{{var}}}"), value);
+    }
     let base = receiver.url.trim_end_matches("/hook");
     let mut found = false;
     text = text
@@ -699,9 +705,6 @@ fn example(name: &str, receiver: &Receiver, vars: &[(&str, &str)]) -> Webhook {
         })
         .collect();
     assert!(found, "no url in {name}");
-    for (var, value) in vars {
-        text = text.replace(&format!("${{{var}}}"), value);
-    }
     let mut cfg = parse(&text, &path);
     cfg.webhooks.remove(0)
 }

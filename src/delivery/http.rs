@@ -192,6 +192,7 @@ impl HttpSender {
         let method = match hook.method {
             HttpMethod::Post => reqwest::Method::POST,
             HttpMethod::Get => reqwest::Method::GET,
+            HttpMethod::Put => reqwest::Method::PUT,
         };
         Ok(Self {
             client,

@@ -99,7 +99,7 @@ pub struct RawWebhook {
     pub extended: Option<Text<Flag>>,
     /// A template that replaces the format.
     pub body: Option<Text<Tmpl>>,
-    /// POST (default) or GET.
+    /// POST (default), GET or PUT.
     pub method: Option<Text<Method>>,
     /// Extra headers; values are templates.
     pub headers: Option<IndexMap<String, Option<Text<Tmpl>>>>,
@@ -339,6 +339,8 @@ pub enum HttpMethod {
     Post,
     /// GET with the body, as Defguard's webhooks do.
     Get,
+    /// PUT, for APIs that name the resource in the URL (Matrix's `send`).
+    Put,
 }
 
 /// How a webhook authenticates (`auth:`), besides a verbatim `secret`.

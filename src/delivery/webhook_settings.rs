@@ -264,9 +264,10 @@ impl Validator<'_> {
             match self.check.text(t).map(|t| t.trim().to_ascii_uppercase()) {
                 Some(m) if m == "POST" => out.method = HttpMethod::Post,
                 Some(m) if m == "GET" => out.method = HttpMethod::Get,
+                Some(m) if m == "PUT" => out.method = HttpMethod::Put,
                 Some(m) => {
                     self.check
-                        .error(t, format!("invalid value {m:?} (use POST or GET)"));
+                        .error(t, format!("invalid value {m:?} (use POST, GET or PUT)"));
                     ok = false;
                 }
                 None => ok = false,

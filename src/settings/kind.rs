@@ -87,7 +87,7 @@ impl Kind for Num {
     }
 }
 
-/// An HTTP method: `POST` or `GET`, in any case.
+/// An HTTP method: `POST`, `GET` or `PUT`, in any case.
 pub struct Method;
 impl Kind for Method {
     const NAME: &'static str = "Method";
@@ -95,7 +95,7 @@ impl Kind for Method {
     fn schema() -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": format!(r"^\s*([Pp][Oo][Ss][Tt]|[Gg][Ee][Tt])\s*$|{VARIABLE}")
+            "pattern": format!(r"^\s*([Pp][Oo][Ss][Tt]|[Gg][Ee][Tt]|[Pp][Uu][Tt])\s*$|{VARIABLE}")
         })
     }
 }

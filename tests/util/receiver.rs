@@ -16,6 +16,8 @@ use tokio::sync::watch;
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    /// The query string (without `?`), `""` if none.
+    pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// When the request arrived.
@@ -222,6 +224,7 @@ async fn record(
     let recorded = Recorded {
         method,
         path: uri.path().to_string(),
+        query: uri.query().unwrap_or_default().to_string(),
         headers,
         body,
         at: Instant::now(),

@@ -402,14 +402,14 @@ fn broken_configurations_produce_exactly_these_errors() {
             )],
         ),
         (
-            "webhook:\n  url: \"{{ host }}/hook\"\n  format: slack\n  method: PUT\n  extended: maybe\n".into(),
+            "webhook:\n  url: \"{{ host }}/hook\"\n  format: slack\n  method: PATCH\n  extended: maybe\n".into(),
             vec![
                 format!(
                     "{f}:2: webhook.url: invalid template: not a valid URL (relative URL without a base), \
                      for a sample peer.create event"
                 ),
                 format!("{f}:3: webhook.format: invalid value \"slack\" (use wg-portal, wg-portal-v2 or standard)"),
-                format!("{f}:4: webhook.method: invalid value \"PUT\" (use POST or GET)"),
+                format!("{f}:4: webhook.method: invalid value \"PATCH\" (use POST, GET or PUT)"),
                 format!("{f}:5: webhook.extended: expected true or false, found \"maybe\""),
             ],
         ),
