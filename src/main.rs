@@ -20,7 +20,16 @@ fn main() -> ExitCode {
         print_error(&e.to_string());
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The daemon (and the demo, which runs one) use a thread per core; a
+    // one-shot command one thread, which keeps `wghook peers` small (each
+    // worker thread costs a stack and a malloc arena).
+    let runtime = match cli.command {
+        Command::Run | Command::Demo => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             print_error(&format!("cannot start the async runtime: {e}"));

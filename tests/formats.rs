@@ -679,33 +679,60 @@ async fn signatures_verify_with_the_standardwebhooks_python_library() {
 // The shipped examples.
 // ---------------------------------------------------------------------------
 
-/// `config/examples/<name>.yaml` with its URL's scheme and host pointed at
-/// the receiver and `${VAR}`s replaced as given.
-fn example(name: &str, receiver: &Receiver, vars: &[(&str, &str)]) -> Webhook {
+/// `config/examples/<name>.yaml`, loaded as wghook loads it with `vars` as
+/// the environment (`${VAR}` replaced by the loader), after checking that
+/// its URL names `origin` (scheme, host, port) and pointing that origin at
+/// the receiver (the path and query stay the example's).
+fn example(name: &str, origin: &str, receiver: &Receiver, vars: &[(&str, &str)]) -> Webhook {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{name}.yaml"));
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    // Variables first: a URL may be one whole (Teams).
-    for (var, value) in vars {
-        text = text.replace(&format!("${{{var}}}"), value);
-    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let substitute = |mut s: String| {
+        for (var, value) in vars {
+            s = s.replace(&format!("${{{var}}}"), value);
+        }
+        s
+    };
+    // Splits `scheme://host[:port]/path?query` after the origin.
+    let split = |url: &str| -> (String, String) {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let cut = rest.find('/').unwrap_or(rest.len());
+        (
+            format!("{scheme}://{}", &rest[..cut]),
+            rest[cut..].to_string(),
+        )
+    };
     let base = receiver.url.trim_end_matches("/hook");
     let mut found = false;
-    text = text
+    let text: String = text
         .lines()
         .map(|line| match line.strip_prefix("  url: ") {
             Some(url) => {
                 found = true;
-                let url = url.trim_matches('"');
-                let rest = url.split_once("://").map_or("", |(_, r)| r);
-                let path = rest.find('/').map_or("", |i| &rest[i..]);
-                format!("  url: \"{base}{path}\"\n")
+                let raw = url.trim_matches('"');
+                let (named, _) = split(&substitute(raw.to_string()));
+                assert_eq!(named, origin, "the URL of {name}");
+                // The path keeps its `${VAR}`s for the loader, unless the
+                // whole URL is one variable (Teams).
+                let rest = if raw.contains("://") {
+                    split(raw).1
+                } else {
+                    split(&substitute(raw.to_string())).1
+                };
+                format!("  url: \"{base}{rest}\"\n")
             }
             None => format!("{line}\n"),
         })
         .collect();
     assert!(found, "no url in {name}");
-    let mut cfg = parse(&text, &path);
+    let env = |var: &str| {
+        vars.iter()
+            .find(|(v, _)| *v == var)
+            .map(|(_, value)| value.to_string())
+            .ok_or(std::env::VarError::NotPresent)
+    };
+    let mut cfg = config::compile(&text, &path, &env, &config::Disk, true)
+        .unwrap_or_else(|e| panic!("{name} refused:\n{e}"));
     cfg.webhooks.remove(0)
 }
 
@@ -718,6 +745,7 @@ async fn the_slack_example_posts_these_messages() {
     let receiver = Receiver::start().await;
     let hook = example(
         "slack",
+        "https://hooks.slack.com",
         &receiver,
         &[("SLACK_WEBHOOK_PATH", "T000/B000/XXXX")],
     );
@@ -758,7 +786,12 @@ async fn the_slack_example_posts_these_messages() {
 #[tokio::test]
 async fn the_discord_example_posts_these_messages() {
     let receiver = Receiver::start().await;
-    let hook = example("discord", &receiver, &[("DISCORD_WEBHOOK_PATH", "123/abc")]);
+    let hook = example(
+        "discord",
+        "https://discord.com",
+        &receiver,
+        &[("DISCORD_WEBHOOK_PATH", "123/abc")],
+    );
     assert_eq!(hook.events, ["peer.connect", "peer.disconnect"]);
     let got = send_one(&receiver, &hook, named_ctx(), &connect()).await;
     assert_eq!(got.path, "/api/webhooks/123/abc");
@@ -776,7 +809,12 @@ async fn the_discord_example_posts_these_messages() {
 #[tokio::test]
 async fn the_ntfy_example_sends_text_with_title_tags_and_priority_headers() {
     let receiver = Receiver::start().await;
-    let hook = example("ntfy", &receiver, &[("NTFY_TOPIC", "wg-alerts")]);
+    let hook = example(
+        "ntfy",
+        "https://ntfy.sh",
+        &receiver,
+        &[("NTFY_TOPIC", "wg-alerts")],
+    );
     let got = send_one(&receiver, &hook, named_ctx(), &connect()).await;
     assert_eq!(got.path, "/wg-alerts");
     assert_eq!(
@@ -804,7 +842,12 @@ async fn the_ntfy_example_sends_text_with_title_tags_and_priority_headers() {
 #[tokio::test]
 async fn the_defguard_example_sends_get_with_a_body_and_the_event_header() {
     let receiver = Receiver::start().await;
-    let hook = example("defguard", &receiver, &[("DEFGUARD_TOKEN", "dg-t0ken")]);
+    let hook = example(
+        "defguard",
+        "https://provisioning.example.com",
+        &receiver,
+        &[("DEFGUARD_TOKEN", "dg-t0ken")],
+    );
     assert_eq!(
         hook.description.as_deref(),
         Some("provisioning: devices follow WireGuard peers")
@@ -840,7 +883,12 @@ async fn the_cymmetri_example_posts_to_one_path_per_event_with_a_bearer_token_fi
     let creds = tempfile::tempdir().unwrap();
     std::fs::write(creds.path().join("cymmetri-token"), "eyJhbGciOi.t0ken\n").unwrap();
     let dir = creds.path().display().to_string();
-    let hook = example("cymmetri", &receiver, &[("CREDENTIALS_DIRECTORY", &dir)]);
+    let hook = example(
+        "cymmetri",
+        "https://idm.example.com",
+        &receiver,
+        &[("CREDENTIALS_DIRECTORY", &dir)],
+    );
     for (kind, path) in [
         (EventKind::Connect, "/webhook/peerConnect"),
         (EventKind::Disconnect, "/webhook/peerDisconnect"),
