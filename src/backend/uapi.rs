@@ -118,28 +118,9 @@ impl UapiBackend {
         self
     }
 
-    /// The memory `name`'s last read left to reuse.
-    fn take_spare(&self, name: &str) -> Reuse {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        spare.remove(name).unwrap_or_default()
-    }
-
-    fn put_spare(&self, name: &str, reuse: Reuse) {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        spare.insert(name.to_owned(), reuse);
-    }
-
-    /// Takes back the peer lists of `snapshot`'s interfaces for their next
-    /// read.
-    pub fn recycle(&self, snapshot: Snapshot) {
-        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        for iface in snapshot.interfaces {
-            if let Some(reuse) = spare.get_mut(&iface.name) {
-                let mut peers = iface.peers;
-                peers.clear();
-                reuse.peers = peers;
-            }
-        }
+    /// The memory each interface's last read left to reuse.
+    fn spare(&self) -> std::sync::MutexGuard<'_, HashMap<String, Reuse>> {
+        self.spare.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// When a poll starting now must be done.
@@ -227,10 +208,7 @@ impl UapiBackend {
             .collect()
             .await;
         let read: HashSet<&str> = results.iter().map(|(n, ..)| n.as_str()).collect();
-        self.spare
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n, _| read.contains(n.as_str()));
+        self.spare().retain(|n, _| read.contains(n.as_str()));
         let mut set = self.hung.lock().unwrap_or_else(|e| e.into_inner());
         results
             .into_iter()
@@ -263,7 +241,7 @@ impl UapiBackend {
             });
         }
         let until = deadline.min(started + self.timeout);
-        let reuse = self.take_spare(name);
+        let reuse = self.spare().remove(name).unwrap_or_default();
         let parser = match tokio::time::timeout_at(until, request(socket, name, reuse)).await {
             Err(_) if until == deadline => {
                 return Err(UapiError::PollDeadline {
@@ -304,7 +282,7 @@ impl UapiBackend {
             Ok(Ok(parser)) => parser,
         };
         let (iface, reuse) = parser.finish_reusing(now);
-        self.put_spare(name, reuse);
+        self.spare().insert(name.to_owned(), reuse);
         iface.map(Some).map_err(|source| UapiError::Parse {
             socket: socket.to_owned(),
             source,
@@ -354,8 +332,17 @@ impl Backend for UapiBackend {
         Box::pin(self.read_all(now, filter))
     }
 
+    /// Takes back the peer lists of `snapshot`'s interfaces for their next
+    /// read.
     fn recycle(&mut self, snapshot: Snapshot) {
-        UapiBackend::recycle(self, snapshot);
+        let mut spare = self.spare();
+        for iface in snapshot.interfaces {
+            if let Some(reuse) = spare.get_mut(&iface.name) {
+                let mut peers = iface.peers;
+                peers.clear();
+                reuse.peers = peers;
+            }
+        }
     }
 }
 

@@ -158,21 +158,17 @@ impl Delivery {
             for (hook, sender) in webhooks {
                 let mut queue = Queue::default();
                 let schedule = schedule(&hook.retry);
-                let mut failed = Vec::new();
                 for p in db.pending(&hook.name)? {
-                    let item = pending_item(p, schedule.max_delay(), now);
+                    let mut item = pending_item(p, schedule.max_delay(), now);
+                    // Events that had failed are due at once, not at their
+                    // stored retry times: wghook may have stopped in an
+                    // outage the receiver is over by now. If it is not, two
+                    // failures take the webhook down again (at most
+                    // `max_in_flight` requests before that), as at any start.
                     if item.attempts > 0 {
-                        failed.push(item.seq);
+                        item.due = now.mono;
                     }
                     queue.push(item);
-                }
-                // Events that had failed are due at once, not at their
-                // stored retry times: wghook may have stopped in an outage
-                // the receiver is over by now. If it is not, two failures
-                // take the webhook down again (at most `max_in_flight`
-                // requests before that), as at any start.
-                for seq in failed {
-                    queue.release(seq, now.mono);
                 }
                 if !queue.is_empty() {
                     tracing::info!(webhook = %hook.name, pending = queue.len(), "resuming deliveries from the outbox");
